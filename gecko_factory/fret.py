@@ -1,0 +1,146 @@
+"""One FRet shard, start to end: synthesize → embed queries → mine → judge → commit.
+
+Entry point: `run_shard(ShardJob, LLMSettings) -> ShardReport`. The shard is the unit of work and
+of resume: inside it, per-paragraph LLM calls fan out with asyncio under the client's
+concurrency limit. Every seed ends as a row or as a counted skip; the shard refuses to commit if
+`seeds == rows + skipped` does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gecko_factory.embed import Encoder
+from gecko_factory.index import load_index
+from gecko_factory.judge import JudgeMode, judge, select
+from gecko_factory.llm.client import LLMClient, LLMError
+from gecko_factory.llm.settings import LLMSettings
+from gecko_factory.mine import mine
+from gecko_factory.plan import RunPlan, paragraphs_by_id
+from gecko_factory.shards import commit_shard, done_marker, hash_ids
+from gecko_factory.synthesize import Synthesized, synthesize
+from gecko_factory.templates import load_template
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    run_dir: Path
+    shard: int
+    base_url: str
+    index_path: Path
+    judge_mode: JudgeMode
+
+
+@dataclass
+class ShardReport:
+    shard: int
+    status: str  # "done" (written now) | "reused" (marker matched)
+    seeds: int
+    rows: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    relabelled: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def prompt_versions() -> dict[str, str]:
+    return {name: load_template(name).version for name in ("synthesize_v1", "judge_v1")}
+
+
+def example_id(seed_id: str, task: str, query: str) -> str:
+    return hashlib.sha256(f"{seed_id}\x1f{task}\x1f{query}".encode()).hexdigest()[:20]
+
+
+def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
+    plan = RunPlan.load(job.run_dir)
+    seed_ids = plan.shards[job.shard]
+    input_hash = hash_ids(seed_ids)
+    marker = done_marker(job.run_dir, job.shard, input_hash, plan.config_hash)
+    if marker is not None:
+        return ShardReport(job.shard, "reused", len(seed_ids), marker.rows,
+                           marker.stats.get("skipped", {}), marker.stats.get("relabelled", 0),
+                           marker.stats.get("usage", {}), 0.0)
+    return asyncio.run(_run_shard(job, settings, plan, seed_ids, input_hash))
+
+
+async def _run_shard(job: ShardJob, settings: LLMSettings, plan: RunPlan, seed_ids: list[str],
+                     input_hash: str) -> ShardReport:
+    t0 = time.perf_counter()
+    cfg = plan.config
+    corpus = paragraphs_by_id(job.run_dir)
+    client = LLMClient(settings, job.base_url)
+    skipped: Counter = Counter()
+    try:
+        synth = await synthesize(client, [corpus[i] for i in seed_ids], cfg)
+        skipped.update(synth.skipped)
+        for line in synth.errors:
+            log.warning("shard %05d: %s", job.shard, line)
+
+        # CPU work goes to a thread so the other shards' LLM calls keep flowing meanwhile.
+        encoder = Encoder.load(cfg.encoder)
+        vectors = await asyncio.to_thread(encoder.encode, [s.query for s in synth.examples],
+                                          cfg.embed_batch_size)
+        index = load_index(job.index_path)
+        candidates = mine(index, vectors, [s.paragraph.id for s in synth.examples],
+                          cfg.candidates, cfg.index.ef_search)
+
+        async def one(s: Synthesized, cands) -> dict | None:
+            try:
+                judged = await judge(client, s.query, [(c, corpus[c.id]) for c in cands],
+                                     job.judge_mode, cfg.judge_passage_chars)
+            except LLMError as exc:
+                skipped["llm_error"] += 1
+                log.warning("shard %05d: %s: judge failed: %s", job.shard, s.paragraph.id, exc)
+                return None
+            return _row(s, judged, cfg, job.judge_mode, corpus)
+
+        rows = [r for r in await asyncio.gather(*(one(s, c) for s, c in zip(synth.examples, candidates)))
+                if r is not None]
+    finally:
+        await client.aclose()
+
+    if len(rows) + sum(skipped.values()) != len(seed_ids):
+        raise RuntimeError(f"shard {job.shard}: accounting broken: {len(seed_ids)} seeds != "
+                           f"{len(rows)} rows + {dict(skipped)} skipped")
+    relabelled = sum(r["relabelled"] for r in rows)
+    seconds = time.perf_counter() - t0
+    stats = {"seeds": len(seed_ids), "skipped": dict(skipped), "relabelled": relabelled,
+             "usage": client.usage.as_dict(), "seconds": round(seconds, 3),
+             "judge_mode": job.judge_mode}
+    commit_shard(job.run_dir, job.shard, rows, input_hash, plan.config_hash, stats)
+    return ShardReport(job.shard, "done", len(seed_ids), len(rows), dict(skipped), relabelled,
+                       client.usage.as_dict(), seconds)
+
+
+def _row(s: Synthesized, judged, cfg, judge_mode: str, corpus: dict) -> dict:
+    positive, negative = select(judged, cfg.negative, key=f"{cfg.seed}:{s.paragraph.id}:{s.query}")
+    pos, neg = corpus[positive.id], corpus[negative.id]
+    return {
+        "example_id": example_id(s.paragraph.id, s.task, s.query),
+        "seed_id": s.paragraph.id,
+        "task_type": s.task_type,
+        "task": s.task,
+        "query": s.query,
+        "positive_id": pos.id,
+        "positive_title": pos.title,
+        "positive_text": pos.text,
+        "negative_id": neg.id,
+        "negative_title": neg.title,
+        "negative_text": neg.text,
+        "relabelled": pos.id != s.paragraph.id,
+        "candidates": [asdict(j) for j in judged],
+        "judge_mode": judge_mode,
+        "llm_model": cfg.llm_model,
+        "prompt_version": "+".join(sorted(cfg.prompt_versions.values())),
+    }

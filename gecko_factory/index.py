@@ -1,0 +1,115 @@
+"""Index stage: an HNSW (hnswlib, cosine) index over the whole corpus, with its id map.
+
+Entry point: `build_index(IndexRequest) -> IndexInfo`. The index lives in a cache folder keyed by
+the corpus hash, the encoder fingerprint and the index parameters, so a rerun (or another run
+over the same corpus) reuses it instead of re-embedding everything. The folder is written under a
+temporary name and renamed when complete: a crash never leaves a half index that looks whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import pyarrow.parquet as pq
+
+from gecko_factory.config import IndexConfig
+from gecko_factory.embed import Encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    corpus_path: Path  # the run's corpus.parquet (PARAGRAPH_SCHEMA)
+    corpus_hash: str
+    encoder: str
+    params: IndexConfig
+    cache_dir: Path
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    path: Path
+    count: int
+    dim: int
+    reused: bool
+    embed_seconds: float
+
+
+def passage_text(title: str, text: str) -> str:
+    """What the encoder sees of a paragraph: the title helps short leads a lot."""
+    return f"{title}. {text}" if title else text
+
+
+def index_key(req: IndexRequest, encoder_fingerprint: str) -> str:
+    blob = json.dumps([req.corpus_hash, encoder_fingerprint, req.params.model_dump()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def build_index(req: IndexRequest) -> IndexInfo:
+    import time
+
+    encoder = Encoder.load(req.encoder)
+    final = req.cache_dir / index_key(req, encoder.fingerprint)
+    meta_path = final / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        log.info("index: reusing %s (%d vectors)", final, meta["count"])
+        return IndexInfo(final, meta["count"], meta["dim"], True, 0.0)
+
+    table = pq.read_table(req.corpus_path, columns=["id", "title", "text"])
+    ids = table.column("id").to_pylist()
+    texts = [passage_text(t, x) for t, x in zip(table.column("title").to_pylist(),
+                                                 table.column("text").to_pylist())]
+    t0 = time.perf_counter()
+    vectors = encoder.encode(texts, batch_size=req.batch_size)
+    embed_seconds = time.perf_counter() - t0
+
+    index = hnswlib.Index(space=req.params.space, dim=encoder.dim)
+    index.init_index(max_elements=max(len(ids), 1), ef_construction=req.params.ef_construction,
+                     M=req.params.M, random_seed=0)
+    index.add_items(vectors, np.arange(len(ids)), num_threads=os.cpu_count() or 1)
+
+    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    index.save_index(str(tmp / "index.bin"))
+    np.save(tmp / "embeddings.npy", vectors)
+    (tmp / "ids.json").write_text(json.dumps(ids))
+    meta = {"count": len(ids), "dim": encoder.dim, "corpus_hash": req.corpus_hash,
+            "encoder": req.encoder, "encoder_fingerprint": encoder.fingerprint,
+            "params": req.params.model_dump(), "embed_seconds": round(embed_seconds, 2)}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished the same index first: theirs is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("index: built %s (%d vectors, embedded in %.1fs)", final, len(ids), embed_seconds)
+    return IndexInfo(final, len(ids), encoder.dim, False, embed_seconds)
+
+
+@dataclass
+class LoadedIndex:
+    index: hnswlib.Index
+    ids: list[str]
+    lock: threading.Lock  # hnswlib's ef is global state; searches set it, so serialise
+
+
+@lru_cache(maxsize=2)
+def load_index(path: Path) -> LoadedIndex:
+    meta = json.loads((path / "meta.json").read_text())
+    index = hnswlib.Index(space=meta["params"]["space"], dim=meta["dim"])
+    index.load_index(str(path / "index.bin"), max_elements=meta["count"])
+    ids = json.loads((path / "ids.json").read_text())
+    return LoadedIndex(index, ids, threading.Lock())

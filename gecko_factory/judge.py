@@ -1,0 +1,139 @@
+"""Judge stage: score every (query, candidate) with the LLM and fuse the two rankings as Gecko.
+
+Entry point: `judge(client, query, candidates, mode, passage_chars) -> list[JudgedCandidate]`.
+- QL = log p(query | passage): the summed log-probs of the query's tokens after the passage.
+- RC = log p("Yes" | query, passage): the log-prob of the answer token of a yes/no question.
+- `one_pass` gets both from ONE forward pass per candidate (passage, then query, then the yes/no
+  question ending in " Yes") through prompt log-probs (completions `echo` + `logprobs`).
+- `two_prompt` is Gecko's form: a QL prompt and a separate RC prompt (chat, top log-probs).
+- `rc_only` is for servers without prompt log-probs (OpenAI's chat models): RC alone, recorded.
+Fusion: R = 1/rank_QL + 1/rank_RC (rank 1 = best); the top R is the positive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from gecko_factory.corpus import Paragraph
+from gecko_factory.llm.client import LLMClient
+from gecko_factory.mine import Candidate
+from gecko_factory.templates import load_template
+
+TEMPLATE = "judge_v1"
+JudgeMode = Literal["one_pass", "two_prompt", "rc_only"]
+YES_FLOOR = -30.0  # RC when "Yes" is not even among the top log-probs of the answer
+
+
+@dataclass(frozen=True)
+class JudgedCandidate:
+    id: str
+    retrieval_rank: int
+    ql: float | None
+    rc: float | None
+    fused_score: float
+    fused_rank: int
+
+
+def judge_passage(p: Paragraph, max_chars: int) -> str:
+    """The passage as the judge reads it, cut at a word boundary to bound the prompt."""
+    text = f"{p.title}. {p.text}" if p.title else p.text
+    if len(text) <= max_chars:
+        return text
+    cut = text.rfind(" ", 0, max_chars)
+    return text[: cut if cut > max_chars // 2 else max_chars] + " …"
+
+
+def rank_desc(scores: list[float]) -> list[int]:
+    """1-based ranks, highest score first; ties keep retrieval order (stable sort)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ranks = [0] * len(scores)
+    for r, i in enumerate(order, start=1):
+        ranks[i] = r
+    return ranks
+
+
+def fuse(ql: list[float | None], rc: list[float | None]) -> list[float]:
+    """Reciprocal-rank fusion over the score lists that are present."""
+    fused = [0.0] * len(rc)
+    for scores in (ql, rc):
+        if any(s is None for s in scores):
+            continue
+        for i, r in enumerate(rank_desc(scores)):  # type: ignore[arg-type]
+            fused[i] += 1.0 / r
+    return fused
+
+
+def yes_logprob(top: dict[str, float]) -> float:
+    """log P(yes) from an answer token's top log-probs (" Yes", "yes", … all count)."""
+    yes = [lp for tok, lp in top.items() if tok.strip().lower() == "yes"]
+    if yes:
+        return math.log(sum(math.exp(lp) for lp in yes))
+    return min(top.values(), default=YES_FLOOR) if top else YES_FLOOR
+
+
+async def _one_pass(client: LLMClient, query: str, passage: str) -> tuple[float, float]:
+    prompt = load_template(TEMPLATE).render("one_pass", passage=passage, query=query)
+    scores = await client.prompt_logprobs(prompt)
+    # The query is the last "Query: " line; the answer token is the final "Yes".
+    q_start = prompt.rindex("Query: ") + len("Query: ")
+    ql = scores.span(q_start, q_start + len(query))
+    rc = scores.span(len(prompt) - len("Yes"), len(prompt))
+    return ql, rc
+
+
+async def _query_likelihood(client: LLMClient, query: str, passage: str) -> float:
+    prompt = load_template(TEMPLATE).render("query_likelihood", passage=passage, query=query)
+    scores = await client.prompt_logprobs(prompt)
+    return scores.span(len(prompt) - len(query), len(prompt))
+
+
+async def _relevance(client: LLMClient, query: str, passage: str) -> float:
+    tpl = load_template(TEMPLATE)
+    messages = [
+        {"role": "system", "content": tpl.sections["relevance_system"]},
+        {"role": "user", "content": tpl.render("relevance_user", passage=passage, query=query)},
+    ]
+    answer = await client.chat(messages, temperature=0.0, max_tokens=1, top_logprobs=10)
+    return yes_logprob(answer.first_token_top)
+
+
+async def _score(client: LLMClient, mode: JudgeMode, query: str, passage: str) -> tuple[float | None, float]:
+    if mode == "one_pass":
+        return await _one_pass(client, query, passage)
+    if mode == "two_prompt":
+        ql, rc = await asyncio.gather(_query_likelihood(client, query, passage),
+                                      _relevance(client, query, passage))
+        return ql, rc
+    return None, await _relevance(client, query, passage)
+
+
+async def judge(client: LLMClient, query: str, candidates: list[tuple[Candidate, Paragraph]],
+                mode: JudgeMode, passage_chars: int) -> list[JudgedCandidate]:
+    """Raises LLMError if any candidate cannot be scored: a partial ranking would be biased."""
+    scored = await asyncio.gather(
+        *(_score(client, mode, query, judge_passage(p, passage_chars)) for _, p in candidates)
+    )
+    ql = [s[0] for s in scored]
+    rc = [s[1] for s in scored]
+    fused = fuse(ql, rc)
+    fused_ranks = rank_desc(fused)
+    return [
+        JudgedCandidate(c.id, c.retrieval_rank, q, r, f, fr)
+        for (c, _), q, r, f, fr in zip(candidates, ql, rc, fused, fused_ranks)
+    ]
+
+
+def select(judged: list[JudgedCandidate], strategy: Literal["lowest", "random"],
+           key: str) -> tuple[JudgedCandidate, JudgedCandidate]:
+    """Positive = fused rank 1; negative = the lowest-ranked, or a seeded pick among the rest."""
+    by_rank = sorted(judged, key=lambda j: j.fused_rank)
+    positive = by_rank[0]
+    if strategy == "lowest":
+        return positive, by_rank[-1]
+    rest = by_rank[1:]
+    pick = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % len(rest)
+    return positive, rest[pick]

@@ -1,0 +1,1 @@
+"""The LLM stage: an OpenAI-compatible client, and the embedded llama.cpp server used by default."""

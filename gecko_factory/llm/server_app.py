@@ -1,0 +1,404 @@
+"""A small OpenAI-compatible HTTP server over `llama_cpp.Llama` (Starlette + uvicorn).
+
+Why our own instead of `python -m llama_cpp.server`: llama-cpp-python 0.3.36 returns misaligned
+log-probs for `echo=True`, and the factory scores queries by their prompt-token log-probs. Here
+those are computed from the logits (`scores[i-1]` predicts `tokens[i]`), see shared/MODELS.md.
+
+Two `Llama` instances share the mmapped weights: `gen` (fast sampling, no per-token logits) and
+`score` (`logits_all=True`, needed for prompt log-probs and for any generation log-probs). llama.cpp
+contexts are not thread-safe, so each has a lock, and calls run in a worker thread so the event
+loop keeps answering /health while a request computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+log = logging.getLogger("gecko_factory.llm.server")
+
+
+class BadRequest(ValueError):
+    """Becomes a 400 with OpenAI's error shape."""
+
+
+def _error(message: str, status: int = 400, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}},
+                        status_code=status)
+
+
+# ---------------------------------------------------------------- request models
+class _Req(BaseModel):
+    # Unknown OpenAI/vLLM fields (user, frequency_penalty, ...) are ignored, as servers do.
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    stream: Literal[False] = False
+
+
+class ChatRequest(_Req):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    response_format: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+class CompletionRequest(_Req):
+    prompt: str
+    max_tokens: int = Field(default=16, ge=0)
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+# ---------------------------------------------------------------- numerics
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    """Log-softmax of one logits row, in float64 (float32 loses digits over 150k logits)."""
+    row = row.astype(np.float64)
+    m = row.max()
+    return row - (m + np.log(np.exp(row - m).sum()))
+
+
+def _logsumexp_rows(rows: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """Per-row logsumexp, chunked so a 2k-token prompt never makes a multi-GB float64 copy."""
+    out = np.empty(len(rows), dtype=np.float64)
+    for s in range(0, len(rows), chunk):
+        r = rows[s : s + chunk].astype(np.float64)
+        m = r.max(axis=1, keepdims=True)
+        out[s : s + chunk] = (m + np.log(np.exp(r - m).sum(axis=1, keepdims=True)))[:, 0]
+    return out
+
+
+def _topk(lp_row: np.ndarray, k: int) -> list[int]:
+    if k <= 0:
+        return []
+    idx = np.argpartition(-lp_row, k)[:k]
+    return idx[np.argsort(-lp_row[idx])].tolist()
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    diff = np.nonzero(a[:n] != b[:n])[0]
+    return int(diff[0]) if len(diff) else n
+
+
+# ---------------------------------------------------------------- engine
+class Engine:
+    def __init__(self, model_path: Path, n_ctx: int, n_threads: int, model_name: str,
+                 prefix_cache: bool = True):
+        from llama_cpp import Llama  # imported here so `--help` works without the extension
+
+        common = dict(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
+                      n_threads_batch=n_threads, verbose=False)
+        self.gen = Llama(**common)
+        self.score = Llama(**common, logits_all=True)
+        self.gen_lock = threading.Lock()
+        self.score_lock = threading.Lock()
+        self.model_name = model_name
+        self.n_ctx = n_ctx
+        self.prefix_cache = prefix_cache
+        # llama_cpp exposes no public "is end of generation" test; the C API does.
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.score.model)
+        self._eog = {t for t in range(self.score.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+        self._piece_cache: dict[int, bytes] = {}
+
+    # -- tokens ---------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        # special=True parses "<|im_start|>" etc. as control tokens, as HF/vLLM do for prompts.
+        return self.score.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def piece(self, tok: int) -> bytes:
+        p = self._piece_cache.get(tok)
+        if p is None:
+            p = self.score.detokenize([tok], special=True)
+            self._piece_cache[tok] = p
+        return p
+
+    def token_str(self, tok: int) -> str:
+        return self.piece(tok).decode("utf-8", errors="replace")
+
+    # -- scoring --------------------------------------------------------------
+    def _eval_scores(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate `tokens` on the scoring context and return its logits rows [0, len)."""
+        llm = self.score
+        keep = 0
+        if self.prefix_cache and llm.n_tokens:
+            # Rows [0, keep) of llm.scores and the KV cache still describe these same tokens;
+            # eval() drops the KV cache past n_tokens and writes rows from n_tokens on. Keep at
+            # least one token to evaluate so the last row is always freshly computed.
+            keep = min(_common_prefix(llm.input_ids[: llm.n_tokens], np.asarray(tokens)),
+                       len(tokens) - 1)
+        if keep == 0:
+            llm.reset()
+        else:
+            llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        return llm.scores[: len(tokens)]
+
+    def complete(self, req: CompletionRequest) -> dict[str, Any]:
+        tokens = self.tokenize(req.prompt)
+        if not tokens:
+            raise BadRequest("prompt is empty")
+        if len(tokens) + req.max_tokens > self.n_ctx:
+            raise BadRequest(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, you "
+                f"requested {len(tokens) + req.max_tokens} tokens ({len(tokens)} in the prompt, "
+                f"{req.max_tokens} in the completion). Please reduce the prompt or max_tokens."
+            )
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        want_lp = req.logprobs is not None
+        k = req.logprobs or 0
+        with self.score_lock:
+            rows = self._eval_scores(tokens)
+            # lse[i] normalises row i, which predicts tokens[i + 1]; the rows are copied out
+            # because the generation below may overwrite llm.scores.
+            need_prompt = (req.echo and want_lp) or req.prompt_logprobs is not None
+            prompt_rows = rows[:-1].copy() if need_prompt else None
+            lse = _logsumexp_rows(prompt_rows) if need_prompt else None
+            last = rows[-1].copy()
+            gen, gen_lp, gen_top, finish = self._sample_loop(last, req, k if want_lp else -1, stops)
+        n_prompt = len(tokens)
+        gen_text = b"".join(self.piece(t) for t in gen).decode("utf-8", errors="replace")
+        finish_text, finish = _apply_stop(gen_text, stops, finish)
+        choice: dict[str, Any] = {"index": 0, "text": (req.prompt if req.echo else "") + finish_text,
+                                  "logprobs": None, "finish_reason": finish}
+        if want_lp:
+            choice["logprobs"] = self._legacy_logprobs(
+                tokens if req.echo else [], prompt_rows, lse, k, gen, gen_lp, gen_top,
+                base=len(req.prompt) if not req.echo else 0)
+        if req.prompt_logprobs is not None:
+            choice["prompt_logprobs"] = self._vllm_prompt_logprobs(tokens, prompt_rows, lse, req.prompt_logprobs)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": self.model_name, "choices": [choice],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(gen),
+                      "total_tokens": n_prompt + len(gen)},
+        }
+
+    def _sample_loop(self, last: np.ndarray, req: CompletionRequest, k: int, stops: list[str]):
+        """Generate from the scoring context; `last` predicts the first new token."""
+        rng = np.random.default_rng(req.seed)
+        gen: list[int] = []
+        lps: list[float] = []
+        tops: list[list[tuple[int, float]]] = []
+        finish = "length"
+        for step in range(req.max_tokens):
+            lp = _log_softmax(last)
+            if req.temperature == 0:
+                tok = int(np.argmax(lp))
+            else:
+                tok = _sample(lp, req.temperature, req.top_p, rng)
+            if tok in self._eog:
+                finish = "stop"
+                break
+            gen.append(tok)
+            lps.append(float(lp[tok]))
+            tops.append([(j, float(lp[j])) for j in _topk(lp, k)])
+            if stops and _apply_stop(b"".join(self.piece(t) for t in gen).decode("utf-8", "replace"),
+                                     stops, "length")[1] == "stop":
+                finish = "stop"
+                break
+            if step + 1 < req.max_tokens:
+                self.score.eval([tok])
+                last = self.score.scores[self.score.n_tokens - 1].copy()
+        return gen, lps, tops, finish
+
+    def _legacy_logprobs(self, prompt_toks, rows, lse, k, gen, gen_lp, gen_top, base: int):
+        """OpenAI legacy `logprobs`: per-token strings whose concatenation is the text."""
+        toks = list(prompt_toks) + list(gen)
+        strs, offsets = _incremental_strings([self.piece(t) for t in toks], base)
+        token_logprobs: list[float | None] = []
+        top: list[dict[str, float] | None] = []
+        for i, t in enumerate(prompt_toks):
+            if i == 0:
+                token_logprobs.append(None)
+                top.append(None)
+                continue
+            row, z = rows[i - 1], lse[i - 1]
+            d = {self.token_str(j): float(row[j] - z) for j in _topk(row, k)}
+            d[strs[i]] = float(row[t] - z)
+            token_logprobs.append(float(row[t] - z))
+            top.append(d)
+        for j, t in enumerate(gen):
+            i = len(prompt_toks) + j
+            token_logprobs.append(gen_lp[j])
+            d = {self.token_str(a): b for a, b in gen_top[j]}
+            d[strs[i]] = gen_lp[j]
+            top.append(d)
+        return {"tokens": strs, "token_logprobs": token_logprobs, "top_logprobs": top,
+                "text_offset": offsets}
+
+    def _vllm_prompt_logprobs(self, tokens, rows, lse, k: int) -> list[dict | None]:
+        """vLLM's `prompt_logprobs`: the actual token (with its 1-based rank) plus the top-k."""
+        ids = np.asarray(tokens[1:])
+        actual = rows[np.arange(len(ids)), ids]
+        ranks = (rows > actual[:, None]).sum(axis=1) + 1
+        out: list[dict | None] = [None]
+        for i, t in enumerate(tokens[1:]):
+            row, z = rows[i], lse[i]
+            d: dict[str, dict] = {}
+            for r, j in enumerate(_topk(row, k), start=1):
+                d[str(j)] = {"logprob": float(row[j] - z), "rank": r, "decoded_token": self.token_str(j)}
+            d[str(t)] = {"logprob": float(row[t] - z), "rank": int(ranks[i]), "decoded_token": self.token_str(t)}
+            out.append(d)
+        return out
+
+    # -- chat -----------------------------------------------------------------
+    def chat(self, req: ChatRequest) -> dict[str, Any]:
+        rf = _llama_response_format(req.response_format)
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        # create_chat_completion's logprobs need logits_all, which only the scoring context has.
+        llm, lock = (self.score, self.score_lock) if req.logprobs else (self.gen, self.gen_lock)
+        kwargs = dict(messages=req.messages, temperature=req.temperature, top_p=req.top_p,
+                      max_tokens=max_tokens, stop=req.stop, response_format=rf,
+                      # a fresh seed per unseeded call, else llama reuses its last one
+                      seed=req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little"))
+        if req.logprobs:
+            kwargs.update(logprobs=True, top_logprobs=req.top_logprobs or 0)
+        with lock:
+            try:
+                out = llm.create_chat_completion(**kwargs)
+            except ValueError as exc:  # llama raises ValueError for over-long prompts
+                raise BadRequest(str(exc)) from exc
+        out["model"] = self.model_name
+        out["id"] = f"chatcmpl-{uuid.uuid4().hex}"
+        for choice in out["choices"]:
+            lp = choice.get("logprobs")
+            if not req.logprobs or lp is None:
+                choice["logprobs"] = None
+                continue
+            # llama leaves `bytes` null; OpenAI clients expect the UTF-8 bytes of each token.
+            for entry in lp.get("content") or []:
+                entry["bytes"] = list(entry["token"].encode("utf-8"))
+                for alt in entry.get("top_logprobs") or []:
+                    alt["bytes"] = list(alt["token"].encode("utf-8"))
+                entry["top_logprobs"] = (entry.get("top_logprobs") or [])[: req.top_logprobs or 0]
+        return out
+
+
+def _sample(lp: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    z = lp / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
+        q = p[keep] / p[keep].sum()
+        return int(keep[rng.choice(len(keep), p=q)])
+    return int(rng.choice(len(p), p=p))
+
+
+def _apply_stop(text: str, stops: list[str], finish: str) -> tuple[str, str]:
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], "stop") if cut >= 0 else (text, finish)
+
+
+def _incremental_strings(pieces: list[bytes], base: int) -> tuple[list[str], list[int]]:
+    """Decode token byte pieces incrementally so their strings concatenate to the exact text.
+
+    A token holding only part of a multi-byte character gets "" and the token completing it
+    gets the whole character; each offset is the character position where its string starts.
+    """
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    strs, offsets, pos = [], [], base
+    for p in pieces:
+        s = dec.decode(p)
+        strs.append(s)
+        offsets.append(pos)
+        pos += len(s)
+    tail = dec.decode(b"", final=True)
+    if tail and strs:
+        strs[-1] += tail
+    return strs, offsets
+
+
+def _llama_response_format(rf: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Map OpenAI's response_format onto llama-cpp's ({"type": "json_object", "schema": ...})."""
+    if rf is None or rf.get("type") == "text":
+        return None
+    if rf.get("type") == "json_object":
+        return {"type": "json_object", **({"schema": rf["schema"]} if "schema" in rf else {})}
+    if rf.get("type") == "json_schema":
+        schema = (rf.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise BadRequest("response_format.json_schema.schema must be a JSON object")
+        return {"type": "json_object", "schema": schema}
+    raise BadRequest(f"unsupported response_format type {rf.get('type')!r}")
+
+
+# ---------------------------------------------------------------- HTTP
+def build_app(engine: Engine) -> Starlette:
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def models(_: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [
+            {"id": engine.model_name, "object": "model", "created": 0, "owned_by": "gecko-factory"}]})
+
+    def endpoint(model_cls, method):
+        async def handler(request: Request) -> JSONResponse:
+            try:
+                body = await request.json()
+            except ValueError:
+                return _error("request body is not valid JSON")
+            try:
+                req = model_cls.model_validate(body)
+                return JSONResponse(await run_in_threadpool(method, req))
+            except ValidationError as exc:
+                return _error(f"invalid request: {exc.errors(include_url=False, include_context=False)}")
+            except BadRequest as exc:
+                return _error(str(exc))
+        return handler
+
+    return Starlette(routes=[
+        Route("/health", health),
+        Route("/v1/models", models),
+        Route("/v1/chat/completions", endpoint(ChatRequest, engine.chat), methods=["POST"]),
+        Route("/v1/completions", endpoint(CompletionRequest, engine.complete), methods=["POST"]),
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, type=Path)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--model-name", default="qwen2.5-coder-0.5b-instruct-q4_k_m")
+    ap.add_argument("--no-prefix-cache", action="store_true", help="re-evaluate every prompt fully")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    t0 = time.monotonic()
+    engine = Engine(args.model, args.ctx, args.threads, args.model_name,
+                    prefix_cache=not args.no_prefix_cache)
+    log.info("loaded %s in %.1f s", args.model, time.monotonic() - t0)
+    uvicorn.run(build_app(engine), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""LLM connection settings, from the environment or a `.env` file (pydantic-settings).
+
+The openai conventions are honoured (`OPENAI_BASE_URL`, `OPENAI_API_KEY`); the rest use the
+`GECKO_LLM_` prefix. No base URL means "start the embedded llama.cpp server".
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+
+
+class LLMSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GECKO_LLM_", env_file=".env", extra="ignore")
+
+    base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GECKO_LLM_BASE_URL", "OPENAI_BASE_URL"),
+        description="OpenAI-compatible base URL (…/v1). Unset: start the embedded server.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GECKO_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="Never logged, never written: SecretStr keeps it out of reprs and dumps.",
+    )
+    model: str = Field(default=EMBEDDED_MODEL_NAME, description="GECKO_LLM_MODEL")
+    concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once")
+    timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
+    backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles, with jitter")
+    embedded_threads: int | None = Field(default=None, description="llama.cpp threads (None: all cores)")
+    embedded_ctx: int = Field(default=2048, ge=256, description="embedded server context length")
+
+    def public_dict(self) -> dict:
+        """Settings fit for a manifest: no key, and the base URL only as given by the user."""
+        return {
+            "base_url": self.base_url or "embedded",
+            "model": self.model,
+            "concurrency": self.concurrency,
+            "timeout_s": self.timeout_s,
+            "max_retries": self.max_retries,
+        }

@@ -1,0 +1,72 @@
+"""The run's manifest: a summary rebuilt from the plan and the shard markers alone.
+
+Built from files, not from memory, so `gecko-factory inspect` and a resumed run see exactly what
+a finished run saw. Holds the config without secrets (the LLM settings' public part only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+
+from gecko_factory import __version__
+from gecko_factory.plan import RunPlan
+from gecko_factory.shards import atomic_write_json, done_marker, hash_ids, shard_file
+
+USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "retries", "failed_calls")
+
+
+def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[dict, list[dict]]:
+    """(manifest, per-shard stats) of the run folder as it is on disk now."""
+    plan = RunPlan.load(run_dir)
+    skipped: Counter = Counter()
+    usage: Counter = Counter()
+    done, pending, per_shard = [], [], []
+    examples = relabelled = pending_seeds = 0
+    judge_modes: set[str] = set()
+    for shard, seeds in enumerate(plan.shards):
+        marker = done_marker(run_dir, shard, hash_ids(seeds), plan.config_hash)
+        if marker is None:
+            pending.append(shard)
+            pending_seeds += len(seeds)
+            continue
+        done.append(shard)
+        examples += marker.rows
+        skipped.update(marker.stats.get("skipped", {}))
+        usage.update(marker.stats.get("usage", {}))
+        relabelled += marker.stats.get("relabelled", 0)
+        judge_modes.add(marker.stats.get("judge_mode", "?"))
+        per_shard.append({"shard": shard, "file": shard_file(run_dir, shard).name, "rows": marker.rows,
+                          **{k: marker.stats.get(k) for k in ("skipped", "relabelled", "usage", "seconds")}})
+    seeds = plan.seed_count
+    manifest = {
+        "gecko_factory_version": __version__,
+        "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": plan.config.model_dump(mode="json"),
+        "config_hash": plan.config_hash,
+        "corpus": {"hash": plan.corpus_hash, "paragraphs": plan.corpus_count,
+                   "skipped": plan.corpus_skipped, "errors": plan.corpus_errors[:20]},
+        "judge_mode": sorted(judge_modes),
+        "shards": {"total": len(plan.shards), "done": len(done), "pending": pending},
+        "counts": {
+            "seeds": seeds,
+            "examples": examples,
+            "skipped": dict(sorted(skipped.items())),
+            "pending_seeds": pending_seeds,
+            "relabelled": relabelled,
+            "relabel_rate": round(relabelled / examples, 4) if examples else None,
+        },
+        # seeds = written + skipped (by reason) + pending, per run as per shard.
+        "accounting_ok": seeds == examples + sum(skipped.values()) + pending_seeds,
+        "llm_usage": {k: usage.get(k, 0) for k in USAGE_KEYS},
+        **(extra or {}),
+    }
+    return manifest, per_shard
+
+
+def write_manifest(run_dir: Path, extra: dict | None = None) -> dict:
+    manifest, per_shard = build_manifest(run_dir, extra)
+    atomic_write_json(run_dir / "stats.json", {"shards": per_shard})
+    atomic_write_json(run_dir / "manifest.json", manifest)
+    return manifest

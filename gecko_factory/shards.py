@@ -1,0 +1,122 @@
+"""Shards: the run folder's plan, and the atomic commit of each shard with its marker.
+
+Layout of a run folder:
+    plan.json               config (no secrets), corpus hash, seed ids of every shard
+    corpus.parquet          the normalised corpus (PARAGRAPH_SCHEMA)
+    shards/part-00007.parquet       FRET_SCHEMA rows of shard 7
+    shards/part-00007.done.json     its marker: rows, hashes of inputs/config/file, stats
+    manifest.json           the run's summary, rewritten at the end of every run
+A shard is committed as datatrove does: write `.tmp`, fsync, rename, fsync the folder, then write
+the marker (itself atomically). A shard counts as done only if its marker matches the current
+inputs and config AND the file on disk has the size and hash the marker recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gecko_factory.schemas import FRET_SCHEMA, FRET_SCHEMA_VERSION
+
+
+def shard_name(shard: int) -> str:
+    return f"part-{shard:05d}"
+
+
+def shard_file(run_dir: Path, shard: int) -> Path:
+    return run_dir / "shards" / f"{shard_name(shard)}.parquet"
+
+
+def marker_file(run_dir: Path, shard: int) -> Path:
+    return run_dir / "shards" / f"{shard_name(shard)}.done.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_ids(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+@dataclass
+class ShardMarker:
+    shard: int
+    rows: int
+    input_hash: str  # hash of the seed ids of the shard
+    config_hash: str
+    schema_version: str
+    file_sha256: str
+    file_bytes: int
+    stats: dict = field(default_factory=dict)  # skips by reason, LLM usage, seconds
+
+    @classmethod
+    def read(cls, path: Path) -> "ShardMarker | None":
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None  # missing or unreadable marker: the shard is simply not done
+
+
+def commit_shard(run_dir: Path, shard: int, rows: list[dict], input_hash: str, config_hash: str,
+                 stats: dict) -> ShardMarker:
+    """Write the shard's rows and then its marker; either both land or the shard is pending."""
+    final = shard_file(run_dir, shard)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=FRET_SCHEMA)
+    tmp = final.with_name(final.name + ".tmp")
+    with tmp.open("wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    marker = ShardMarker(shard, table.num_rows, input_hash, config_hash, FRET_SCHEMA_VERSION,
+                         sha256_file(final), final.stat().st_size, stats)
+    atomic_write_json(marker_file(run_dir, shard), asdict(marker))
+    return marker
+
+
+def done_marker(run_dir: Path, shard: int, input_hash: str, config_hash: str) -> ShardMarker | None:
+    """The shard's marker if the shard is really done for these inputs and this config."""
+    marker = ShardMarker.read(marker_file(run_dir, shard))
+    if marker is None or (marker.input_hash, marker.config_hash, marker.schema_version) != (
+        input_hash, config_hash, FRET_SCHEMA_VERSION
+    ):
+        return None
+    path = shard_file(run_dir, shard)
+    if not path.exists() or path.stat().st_size != marker.file_bytes or sha256_file(path) != marker.file_sha256:
+        return None  # the file changed or vanished after commit: redo it
+    return marker

@@ -1,0 +1,46 @@
+"""Versioned prompt templates, read from `gecko_factory/prompts/*.txt`.
+
+A template file holds sections (`### name` lines). Its version is the file name plus a hash of its
+text, so editing a prompt changes every cache key and shard marker that depends on it.
+Placeholders are `{name}` and are filled by plain replacement (passages may contain braces).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROMPT_DIR = Path(__file__).parent / "prompts"
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    version: str
+    sections: dict[str, str]
+
+    def render(self, section: str, **values: str) -> str:
+        text = self.sections[section]
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", value)
+        return text
+
+
+@lru_cache(maxsize=None)
+def load_template(name: str) -> Template:
+    path = PROMPT_DIR / f"{name}.txt"
+    raw = path.read_text(encoding="utf-8")
+    sections: dict[str, str] = {}
+    current = None
+    for line in raw.splitlines(keepends=True):
+        if line.startswith("### "):
+            current = line[4:].strip()
+            sections[current] = ""
+        elif current is not None:
+            sections[current] += line
+    # A section's trailing newline is layout in the file, not part of the prompt.
+    sections = {k: v.rstrip("\n") for k, v in sections.items()}
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return Template(name=name, version=f"{name}@{digest}", sections=sections)

@@ -1,0 +1,145 @@
+"""The dual encoder: one transformer shared by queries and passages, mean pooled and L2-normalised.
+
+Gecko's input format lives here too, because the text a model was trained on is part of the model:
+queries read `task: {task} | query: {query}`, documents `title: {title} | text: {text}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+QUERY_FORMAT = "task: {task} | query: {query}"
+DOCUMENT_FORMAT = "title: {title} | text: {text}"
+# A document without a title gets the word "none", as in Gecko/EmbeddingGemma's prompts, so the
+# training text and the `document` prompt saved with the model agree.
+NO_TITLE = "none"
+DEFAULT_TASK = "search result"
+
+
+def format_query(task: str, query: str) -> str:
+    return QUERY_FORMAT.format(task=task, query=query)
+
+
+def format_document(title: str | None, text: str) -> str:
+    return DOCUMENT_FORMAT.format(title=title or NO_TITLE, text=text)
+
+
+def default_prompts(task: str = DEFAULT_TASK) -> dict[str, str]:
+    """The prefixes sentence-transformers prepends with `encode(..., prompt_name=...)`."""
+    return {"query": format_query(task, ""), "document": format_document(None, "")}
+
+
+def default_dims(hidden_size: int) -> list[int]:
+    """Matryoshka dims: 384/256/128/64 for MiniLM, 768/256 for 768-d models, else halvings."""
+    if hidden_size == 384:
+        return [384, 256, 128, 64]
+    if hidden_size == 768:
+        return [768, 256]
+    dims = [hidden_size]
+    while dims[-1] // 2 >= 8 and len(dims) < 4:
+        dims.append(dims[-1] // 2)
+    return dims
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class DualEncoder(nn.Module):
+    """Shared-weight encoder; `batch` is a tokenizer output (input_ids, attention_mask, ...)."""
+
+    def __init__(self, backbone: nn.Module, tokenizer=None, max_seq_len: int = 256):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer  # not a module: kept so `save` writes a complete folder
+        self.max_seq_len = max_seq_len
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, max_seq_len: int = 256) -> "DualEncoder":
+        backbone = AutoModel.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return cls(backbone, tokenizer, max_seq_len)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    def _encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.backbone(**batch)
+        pooled = mean_pool(out.last_hidden_state, batch["attention_mask"])
+        # Normalise in fp32: under bf16 autocast the norm of a 384-d vector loses digits.
+        return F.normalize(pooled.float(), dim=-1)
+
+    def encode_query(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._encode(batch)
+
+    def encode_passage(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._encode(batch)
+
+    def save(self, path: str | Path, prompts: dict[str, str] | None = None) -> None:
+        """Write a folder that `transformers.AutoModel` and `SentenceTransformer` both load.
+
+        Files are written to a temporary folder beside `path` and moved in one by one with
+        os.replace, so a crash never leaves a half-written weight file under its final name.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=path))
+        try:
+            self.backbone.save_pretrained(tmp)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            _write_sentence_transformers_files(
+                tmp, self.hidden_size, self.max_seq_len, prompts or default_prompts()
+            )
+            for src in sorted(tmp.rglob("*")):
+                if src.is_file():
+                    dst = path / src.relative_to(tmp)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+            (path / "2_Normalize").mkdir(exist_ok=True)  # an empty module folder
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_sentence_transformers_files(
+    folder: Path, hidden_size: int, max_seq_len: int, prompts: dict[str, str]
+) -> None:
+    """Transformer (at the root) -> mean Pooling -> Normalize, as all-MiniLM-L6-v2 ships."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize",
+         "type": "sentence_transformers.models.Normalize"},
+    ]
+    pooling = {
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False,
+        "include_prompt": True,
+    }
+    st_config = {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    files = {
+        "modules.json": modules,
+        "sentence_bert_config.json": {"max_seq_length": max_seq_len, "do_lower_case": False},
+        "1_Pooling/config.json": pooling,
+        "config_sentence_transformers.json": st_config,
+    }
+    for name, content in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(content, indent=2) + "\n")

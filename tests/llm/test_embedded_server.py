@@ -1,0 +1,133 @@
+"""End-to-end checks of the embedded llama.cpp server through the real `openai` client.
+
+Slow (real 0.5B model on CPU, about a minute on 2 cores): `pytest -m slow`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+EIFFEL = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+    "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+    "from 1887 to 1889 as the entrance arch to the 1889 World's Fair."
+)
+UNRELATED = (
+    "Photosynthesis is the process by which green plants and some other organisms use sunlight "
+    "to synthesize foods from carbon dioxide and water, generating oxygen as a by-product."
+)
+QUERY = "when was the eiffel tower built"
+
+
+@pytest.fixture(scope="module")
+def server():
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (run `make setup`)")
+    from gecko_factory.llm.embedded import EmbeddedServer
+    from gecko_factory.llm.model_files import ModelFileError, ensure_model
+    from gecko_factory.llm.settings import LLMSettings
+
+    try:
+        model = ensure_model()
+    except ModelFileError as exc:
+        pytest.skip(f"embedded model parts unavailable: {exc}")
+    with EmbeddedServer(LLMSettings(_env_file=None), model_path=model) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.base_url, api_key="unused", timeout=300, max_retries=0)
+
+
+def _score(client, model: str, passage: str, query: str):
+    prompt = f"Passage: {passage}\nQuery: {query}"
+    resp = client.completions.create(
+        model=model, prompt=prompt, max_tokens=0, echo=True, logprobs=0,
+        extra_body={"prompt_logprobs": 0},
+    )
+    lp = resp.choices[0].logprobs
+    assert "".join(lp.tokens) == prompt
+    start = len(prompt) - len(query)
+    # every token whose character span overlaps the query's span (the one carrying the
+    # query's leading space starts just before it)
+    total = sum(
+        v for tok, off, v in zip(lp.tokens, lp.text_offset, lp.token_logprobs)
+        if v is not None and off < len(prompt) and off + len(tok) > start
+    )
+    return total, resp
+
+
+def test_models_lists_the_embedded_model(client, server):
+    ids = [m.id for m in client.models.list().data]
+    assert ids == [server.model_name]
+
+
+def test_chat_json_schema_returns_valid_json(client, server):
+    schema = {
+        "type": "object",
+        "properties": {"task": {"type": "string"}, "query": {"type": "string"}},
+        "required": ["task", "query"],
+        "additionalProperties": False,
+    }
+    resp = client.chat.completions.create(
+        model=server.model_name,
+        messages=[
+            {"role": "system", "content": "You write search tasks and queries as JSON."},
+            {"role": "user", "content": f"Write a retrieval task and a query for: {EIFFEL}"},
+        ],
+        response_format={"type": "json_schema", "json_schema": {"name": "tq", "schema": schema}},
+        temperature=0.0, seed=7, max_tokens=96,
+    )
+    data = json.loads(resp.choices[0].message.content)
+    assert isinstance(data["task"], str) and isinstance(data["query"], str)
+    assert resp.usage.completion_tokens > 0
+    assert resp.choices[0].finish_reason in {"stop", "length"}
+
+
+def test_echo_logprobs_are_aligned(client, server):
+    own, resp = _score(client, server.model_name, EIFFEL, QUERY)
+    other, _ = _score(client, server.model_name, UNRELATED, QUERY)
+    assert own > other + 5, (own, other)
+
+    lp = resp.choices[0].logprobs
+    assert lp.token_logprobs[0] is None
+    pairs = [i for i in range(1, len(lp.tokens)) if lp.tokens[i] == "iff" and lp.tokens[i - 1] == " e"]
+    assert pairs, f"no ' e'+'iff' in {lp.tokens}"
+    assert lp.token_logprobs[pairs[-1]] > -2.0
+
+
+def test_vllm_prompt_logprobs_agree_with_legacy(client, server):
+    _, resp = _score(client, server.model_name, EIFFEL, QUERY)
+    choice = resp.choices[0]
+    plp = choice.model_extra["prompt_logprobs"]
+    legacy = choice.logprobs.token_logprobs
+    assert plp[0] is None and len(plp) == len(legacy)
+    for entry, want in zip(plp[1:], legacy[1:]):
+        (info,) = entry.values()  # prompt_logprobs=0: only the actual token
+        assert math.isclose(info["logprob"], want, abs_tol=1e-4)
+        assert info["rank"] >= 1
+
+
+def test_completion_generates_and_is_reproducible(client, server):
+    kw = dict(model=server.model_name, prompt="The capital of France is", max_tokens=4,
+              temperature=0.8, seed=3, logprobs=2)
+    a = client.completions.create(**kw)
+    b = client.completions.create(**kw)
+    assert a.choices[0].text == b.choices[0].text
+    assert a.usage.completion_tokens == len(a.choices[0].logprobs.tokens) <= 4
+    assert all(v <= 0 for v in a.choices[0].logprobs.token_logprobs)
+
+
+def test_prompt_longer_than_context_is_a_400(client, server):
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.completions.create(model=server.model_name, prompt="word " * 5000, max_tokens=0)

@@ -1,0 +1,48 @@
+"""Gecko's loss against numbers worked out by hand."""
+
+import math
+
+import torch
+
+from gecko_factory.train.loss import gecko_loss, matryoshka_gecko_loss, truncate
+
+
+def _unit(*xs):
+    return torch.tensor(xs, dtype=torch.float64)
+
+
+def test_two_by_two_by_hand():
+    # Queries and passages on the unit circle, so every score is a cosine we can write down.
+    q = torch.stack([_unit(1.0, 0.0), _unit(0.0, 1.0)])
+    p = torch.stack([_unit(0.6, 0.8), _unit(0.8, 0.6)])
+    n = torch.stack([_unit(-1.0, 0.0), _unit(0.6, -0.8)])
+    t = 0.5
+    # query 0: positives 0.6 (target), 0.8; other query 0.0; own negative -1.0
+    l0 = -math.log(math.exp(0.6 / t) / (math.exp(0.6 / t) + math.exp(0.8 / t)
+                                       + math.exp(0.0 / t) + math.exp(-1.0 / t)))
+    # query 1: positives 0.8, 0.6 (target); other query 0.0; own negative -0.8
+    l1 = -math.log(math.exp(0.6 / t) / (math.exp(0.8 / t) + math.exp(0.6 / t)
+                                       + math.exp(0.0 / t) + math.exp(-0.8 / t)))
+    got = gecko_loss(q, p, n, temperature=t).item()
+    assert math.isclose(got, (l0 + l1) / 2, rel_tol=1e-9)
+
+
+def test_all_negatives_adds_the_other_hard_negative():
+    q = torch.stack([_unit(1.0, 0.0), _unit(0.0, 1.0)])
+    p = torch.stack([_unit(0.6, 0.8), _unit(0.8, 0.6)])
+    n = torch.stack([_unit(-1.0, 0.0), _unit(0.6, -0.8)])
+    t = 0.5
+    # query 0 now also sees n_1 (score 0.6); query 1 also sees n_0 (score 0.0)
+    l0 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(1.6) + 1 + math.exp(-2) + math.exp(1.2)))
+    l1 = -math.log(math.exp(1.2) / (math.exp(1.6) + math.exp(1.2) + 1 + math.exp(-1.6) + 1))
+    got = gecko_loss(q, p, n, temperature=t, all_negatives=True).item()
+    assert math.isclose(got, (l0 + l1) / 2, rel_tol=1e-9)
+
+
+def test_matryoshka_averages_truncated_renormalised_losses():
+    torch.manual_seed(0)
+    q, p, n = (torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=-1)
+               for _ in range(3))
+    want = (gecko_loss(q, p, n) + gecko_loss(truncate(q, 2), truncate(p, 2), truncate(n, 2))) / 2
+    assert torch.allclose(matryoshka_gecko_loss(q, p, n, [8, 2]), want)
+    assert torch.allclose(truncate(q, 2).norm(dim=-1), torch.ones(4, dtype=torch.float64))
