@@ -1,0 +1,137 @@
+"""`gecko-factory`: run the FRet flow with a progress bar, and inspect what a run wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Gecko/FRet training data from plain paragraphs, orchestrated by Prefect.")
+console = Console(stderr=True)
+
+
+def _quiet_prefect() -> None:
+    # No telemetry calls from a machine that may have no network; set before prefect is imported.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _watch(run_dir: Path, stop: threading.Event) -> None:
+    """Progress from the files the flow commits: shard markers, counted against plan.json."""
+    with Progress(TextColumn("[bold]FRet shards"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[examples]} examples"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        bar = progress.add_task("shards", total=None, examples=0)
+        while not stop.wait(0.5):
+            try:
+                plan = json.loads((run_dir / "plan.json").read_text())
+            except (OSError, ValueError):
+                continue
+            markers = list((run_dir / "shards").glob("part-*.done.json"))
+            rows = 0
+            for m in markers:
+                try:
+                    rows += json.loads(m.read_text())["rows"]
+                except (OSError, ValueError, KeyError):
+                    pass
+            progress.update(bar, total=len(plan["shards"]), completed=len(markers), examples=rows)
+
+
+@app.command()
+def run(
+    corpus: str = typer.Option("sample", help="JSONL/Parquet/text file or folder, or 'sample' (bundled Wikipedia leads)"),
+    out: Path = typer.Option(Path("runs/latest"), help="run folder (shards, manifest)"),
+    limit: Optional[int] = typer.Option(None, help="number of seed paragraphs (default: all)"),
+    candidates: int = typer.Option(20, help="N neighbours judged per query (Gecko: 20)"),
+    shard_size: int = typer.Option(256, help="seed paragraphs per shard (the unit of resume)"),
+    judge_mode: str = typer.Option("one_pass", help="one_pass | two_prompt"),
+    negative: str = typer.Option("lowest", help="hard negative: lowest | random"),
+    seed: int = typer.Option(0, help="seed of the sample, task types and negatives"),
+    force: bool = typer.Option(False, help="re-plan a run folder made with another config/corpus"),
+) -> None:
+    """Generate FRet examples: task/query → HNSW candidates → LLM judge → Parquet shards."""
+    _quiet_prefect()
+    from flows.fret import fret_flow
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(out, stop), daemon=True)
+    watcher.start()
+    try:
+        manifest = fret_flow(run_dir=str(out), corpus=corpus, limit=limit, candidates=candidates,
+                             shard_size=shard_size, judge_mode=judge_mode, negative=negative,
+                             seed=seed, force=force)
+    except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into a message + exit 1
+        stop.set()
+        watcher.join()
+        console.print(f"[red]error:[/red] {exc}")
+        if (out / "plan.json").exists():
+            console.print(f"shards that are done are kept; rerun the same command to resume ({out})")
+        raise typer.Exit(1)
+    stop.set()
+    watcher.join()
+    _print_summary(manifest, out)
+
+
+def _print_summary(m: dict, out: Path) -> None:
+    c, u = m["counts"], m["llm_usage"]
+    table = Table(title=f"FRet run {out}", show_header=False)
+    table.add_row("examples written", f"{c['examples']:,} of {c['seeds']:,} seeds")
+    rate = c.get("relabel_rate")
+    table.add_row("relabel rate (positive ≠ seed)", "n/a" if rate is None else f"{rate:.1%}")
+    table.add_row("skipped", ", ".join(f"{k}={v}" for k, v in c["skipped"].items()) or "none")
+    if c.get("pending_seeds"):
+        table.add_row("pending (shards not done)", f"{c['pending_seeds']:,} seeds")
+    table.add_row("LLM calls", f"{u['calls']:,} ({u['prompt_tokens']:,} prompt + "
+                               f"{u['completion_tokens']:,} completion tokens, {u['retries']} retries)")
+    table.add_row("judge", ", ".join(m.get("judge_mode") or [m.get("judge_mode_used", "?")]))
+    if "wall_seconds" in m:
+        table.add_row("wall time", f"{m['wall_seconds']:.1f} s")
+    table.add_row("accounting", "ok" if m["accounting_ok"] else "BROKEN")
+    table.add_row("output", str(out / "shards"))
+    Console().print(table)
+
+
+@app.command()
+def inspect(run_dir: Path, examples: int = typer.Option(3, help="examples to show")) -> None:
+    """Print a run's summary again, from its files, and a few examples."""
+    import polars as pl
+
+    from gecko_factory.manifest import build_manifest
+
+    if not (run_dir / "plan.json").exists():
+        console.print(f"[red]error:[/red] {run_dir} is not a run folder (no plan.json)")
+        raise typer.Exit(1)
+    manifest, _ = build_manifest(run_dir)
+    saved = run_dir / "manifest.json"
+    if saved.exists():
+        manifest = {**json.loads(saved.read_text()), **manifest}
+    _print_summary(manifest, run_dir)
+    files = sorted((run_dir / "shards").glob("part-*.parquet"))
+    if not files:
+        return
+    df = pl.read_parquet(files)
+    by_type = df.group_by("task_type").len().sort("len", descending=True)
+    Console().print("task types: " + ", ".join(f"{t}={n}" for t, n in by_type.iter_rows()))
+    for row in df.head(examples).iter_rows(named=True):
+        Console().print(f"\n[bold]{row['task_type']}[/bold] — {row['task']}\n"
+                        f"  query:    {row['query']}\n"
+                        f"  positive: [{row['positive_id']}] {row['positive_text'][:160]}…\n"
+                        f"  negative: [{row['negative_id']}] {row['negative_text'][:160]}…\n"
+                        f"  relabelled: {row['relabelled']}")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

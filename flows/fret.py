@@ -1,0 +1,72 @@
+"""The FRet flow: plan → index → (LLM endpoint) → one task per shard → manifest.
+
+The flow only sequences tasks and passes paths and small dicts; the data stays on disk. Shards
+run `shard_workers` at a time on Prefect's thread-pool task runner, each fanning its paragraphs
+out with asyncio; a failed shard does not stop the others, and the run ends Failed with the list
+of failed shards (a rerun on the same folder redoes only those).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from gecko_factory.config import FretConfig
+from gecko_factory.corpus import CorpusSpec
+from gecko_factory.fret import prompt_versions
+from gecko_factory.llm.settings import LLMSettings
+from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_task
+from tasks.llm_endpoint import llm_endpoint
+
+
+class ShardsFailed(RuntimeError):
+    pass
+
+
+@flow(name="fret", flow_run_name="fret-{run_dir}", task_runner=ThreadPoolTaskRunner(max_workers=2),
+      log_prints=False)
+def fret_flow(
+    run_dir: str = "runs/latest",
+    corpus: str = "sample",
+    limit: int | None = None,
+    candidates: int = 20,
+    shard_size: int = 256,
+    judge_mode: str = "one_pass",
+    negative: str = "lowest",
+    seed: int = 0,
+    force: bool = False,
+) -> dict:
+    t0 = time.perf_counter()
+    logger = get_run_logger()
+    settings = LLMSettings()
+    config = FretConfig(
+        corpus=CorpusSpec(path=corpus), limit=limit, candidates=candidates, shard_size=shard_size,
+        judge_mode=judge_mode, negative=negative, seed=seed, llm_model=settings.model,
+        prompt_versions=prompt_versions(),
+    )
+    plan = plan_task(config.model_dump(mode="json"), run_dir, force)
+    index = index_task(run_dir)
+    with llm_endpoint(settings) as base_url:
+        mode = probe_task(base_url, judge_mode)
+        futures = [
+            shard_task.with_options(task_run_name=f"shard-{shard:05d}").submit(
+                run_dir, shard, base_url, index["path"], mode)
+            for shard in range(plan["shards"])
+        ]
+        states = [f.wait() or f.state for f in futures]
+    failed = {shard: s.message or s.name for shard, s in enumerate(states) if not s.is_completed()}
+    manifest = manifest_task(run_dir, {
+        "llm": settings.public_dict(), "index": index, "judge_mode_used": mode,
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "failed_shards": {str(k): v for k, v in failed.items()},
+    })
+    if failed:
+        for shard, why in failed.items():
+            logger.error("shard %05d failed: %s", shard, why)
+        raise ShardsFailed(f"{len(failed)} of {plan['shards']} shards failed: {sorted(failed)}; "
+                           f"rerun the same command to redo them (done shards are kept)")
+    logger.info("FRet run done: %d examples in %s", manifest["counts"]["examples"], Path(run_dir))
+    return manifest
