@@ -1,0 +1,157 @@
+"""The whole FRet flow over real HTTP (scripted server), a real Prefect run, real Parquet/HNSW."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from gecko_factory.corpus import Paragraph
+from gecko_factory.judge import fuse, judge_passage, rank_desc
+from gecko_factory.schemas import FRET_SCHEMA
+from gecko_factory.templates import load_template
+from gecko_factory.testing import scripted_server as scripted
+from gecko_factory.testing.launch import free_port
+
+KEY = "sk-test-ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210"
+
+
+@pytest.fixture(scope="module")
+def flow_corpus(tmp_path_factory, wiki_sample) -> str:
+    """50 good paragraphs, one malformed line and one paragraph the LLM always botches."""
+    path = tmp_path_factory.mktemp("flow") / "corpus.jsonl"
+    lines = [json.dumps(r) for r in wiki_sample[:25]]
+    lines.append('{"title": "broken", "text": "no closing quote}')
+    lines.append(json.dumps({"text": "This paragraph makes the scripted LLM answer with broken "
+                                     "JSON every time it is asked: [[invalid]]"}))
+    lines += [json.dumps(r) for r in wiki_sample[25:50]]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, flow_corpus, scripted_server, prefect_harness):
+    import os
+
+    from flows.fret import fret_flow
+
+    run_dir = tmp_path_factory.mktemp("run") / "fret"
+    os.environ.update(OPENAI_BASE_URL=scripted_server.base_url, GECKO_LLM_MODEL="scripted",
+                      OPENAI_API_KEY=KEY)
+    try:
+        before = scripted_server.stats()
+        manifest = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
+        after = scripted_server.stats()
+    finally:
+        for k in ("OPENAI_BASE_URL", "GECKO_LLM_MODEL", "OPENAI_API_KEY"):
+            os.environ.pop(k)
+    calls = sum(after.values()) - sum(before.values())
+    return run_dir, manifest, calls
+
+
+def test_counts_and_accounting(finished_run):
+    run_dir, m, _ = finished_run
+    assert m["corpus"]["paragraphs"] == 51 and m["corpus"]["skipped"] == {"malformed_record": 1}
+    assert any(":26:" in e for e in m["corpus"]["errors"])  # the malformed line, by number
+    assert m["counts"]["seeds"] == 51 and m["counts"]["examples"] == 50
+    assert m["counts"]["skipped"] == {"invalid_llm_output": 1}
+    assert m["accounting_ok"] and m["shards"] == {"total": 4, "done": 4, "pending": []}
+    assert m["judge_mode"] == ["one_pass"]
+    # 51 synthesis calls + one retry of the botched paragraph, and N=8 judge passes per example
+    assert m["llm_usage"]["calls"] == 51 + 1 + 50 * 8
+
+
+def test_schema_and_rows(finished_run):
+    run_dir, _, _ = finished_run
+    files = sorted((run_dir / "shards").glob("part-*.parquet"))
+    assert [f.name for f in files] == [f"part-0000{i}.parquet" for i in range(4)]
+    for f in files:
+        assert pq.read_schema(f).equals(FRET_SCHEMA, check_metadata=False)
+    df = pl.read_parquet(files)
+    assert df.height == 50 and df["example_id"].n_unique() == 50
+    assert (df["candidates"].list.len() == 8).all()
+    for row in df.iter_rows(named=True):  # the seed is always among its own candidates
+        assert row["seed_id"] in {c["id"] for c in row["candidates"]}
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_positive_and_negative_follow_the_returned_scores(finished_run):
+    """Recompute every score from what the scripted server returns, then the fusion, by hand."""
+    run_dir, _, _ = finished_run
+    corpus = {r["id"]: r for r in pq.read_table(run_dir / "corpus.parquet").to_pylist()}
+    tpl = load_template("judge_v1")
+    df = pl.read_parquet(sorted((run_dir / "shards").glob("part-*.parquet")))
+    for row in df.iter_rows(named=True):
+        cands = row["candidates"]
+        for c in cands:
+            passage = judge_passage(Paragraph(**corpus[c["id"]]), 1200)
+            prompt = tpl.render("one_pass", passage=passage, query=row["query"])
+            tokens, lps, offsets = scripted.prompt_scores(prompt)
+            q0 = prompt.rindex("Query: ") + len("Query: ")
+            q_lp = sum(lp for t, lp, o in zip(tokens, lps, offsets) if o < q0 + len(row["query"]) and o + len(t) > q0)
+            assert c["ql"] == pytest.approx(q_lp) and c["rc"] == pytest.approx(lps[-1])
+        fused = fuse([c["ql"] for c in cands], [c["rc"] for c in cands])
+        ranks = rank_desc(fused)
+        assert [c["fused_rank"] for c in cands] == ranks
+        assert row["positive_id"] == cands[ranks.index(1)]["id"]
+        assert row["negative_id"] == cands[ranks.index(len(cands))]["id"]
+        assert row["relabelled"] == (row["positive_id"] != row["seed_id"])
+        assert row["positive_text"] == corpus[row["positive_id"]]["text"]
+
+
+def test_rerun_reuses_every_shard_without_llm_calls(finished_run, flow_corpus, scripted_server, monkeypatch):
+    from flows.fret import fret_flow
+
+    run_dir, first, _ = finished_run
+    monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
+    monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
+    before = scripted_server.stats()
+    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
+    after = scripted_server.stats()
+    # only the probe: one completions call; no synthesis, no judging
+    assert sum(after.values()) - sum(before.values()) == 1
+    assert again["counts"] == first["counts"]
+
+
+def test_no_secret_in_any_output(finished_run):
+    run_dir, _, _ = finished_run
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            assert KEY.encode() not in f.read_bytes(), f
+
+
+def test_cli_inspect(finished_run):
+    from flows.cli import app
+
+    run_dir, _, _ = finished_run
+    result = CliRunner().invoke(app, ["inspect", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "examples written" in result.output and "50 of 51" in result.output
+    assert "query:" in result.output
+
+
+def test_cli_empty_corpus_fails_clearly(tmp_path, prefect_harness, llm_env):
+    from flows.cli import app
+
+    (tmp_path / "empty.jsonl").write_text("")
+    result = CliRunner().invoke(app, ["run", "--corpus", str(tmp_path / "empty.jsonl"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "no usable paragraph" in result.output
+
+
+def test_cli_unreachable_llm_names_the_url_not_the_key(tmp_path, prefect_harness, small_corpus, monkeypatch):
+    from flows.cli import app
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("GECKO_LLM_MAX_RETRIES", "1")
+    monkeypatch.setenv("GECKO_LLM_BACKOFF_S", "0.01")
+    result = CliRunner().invoke(app, ["run", "--corpus", small_corpus, "--limit", "4",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert url in result.output and KEY not in result.output

@@ -1,0 +1,50 @@
+"""Retrieval metrics by hand, and the SciFact loader's counts."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gecko_factory.evaluate import (
+    DatasetUnavailable, load_scifact, ndcg_at_k, parse_abstract, recall_at_k, search,
+)
+
+SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact.zip"
+
+
+def test_ndcg_and_recall_by_hand():
+    ranked = ["a", "x", "b", "y", "z"]
+    relevant = {"a", "b", "c"}
+    # hits at ranks 1 and 3; the ideal list has all three relevant docs on top
+    dcg = 1 / math.log2(2) + 1 / math.log2(4)
+    idcg = 1 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at_k(ranked, relevant, 10) == pytest.approx(dcg / idcg)
+    assert ndcg_at_k(ranked, relevant, 2) == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert recall_at_k(ranked, relevant, 100) == pytest.approx(2 / 3)
+    assert recall_at_k(ranked, relevant, 1) == pytest.approx(1 / 3)
+    assert ndcg_at_k(["c", "a", "b"], relevant) == pytest.approx(1.0)
+
+
+def test_chunked_search_is_exact():
+    rng = np.random.default_rng(0)
+    q, d = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(103, 8)).astype(np.float32)
+    want = np.argsort(-(q @ d.T), axis=1)[:, :10]
+    assert (search(q, d, k=10, chunk=7) == want).all()
+
+
+def test_abstract_sentences_are_not_glued():
+    assert parse_abstract("['One.'\n 'Two.']") == "One. Two."
+
+
+def test_missing_zip_raises_dataset_unavailable(tmp_path):
+    with pytest.raises(DatasetUnavailable, match="not found"):
+        load_scifact(tmp_path / "absent.zip")
+
+
+@pytest.mark.skipif(not SCIFACT.exists(), reason="scifact.zip not on this machine")
+def test_scifact_counts():
+    data = load_scifact(SCIFACT)
+    assert len(data.corpus) == 5183
+    assert len(data.queries) == 300
+    assert data.n_qrels == 339
