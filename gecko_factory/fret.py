@@ -19,7 +19,8 @@ from pathlib import Path
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
 from gecko_factory.judge import JudgeMode, judge, select
-from gecko_factory.llm.client import LLMClient, LLMError
+from gecko_factory.llm.client import LLMError
+from gecko_factory.llm.runtime import LLMRuntime, get_runtime
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import mine
 from gecko_factory.plan import RunPlan, paragraphs_by_id
@@ -71,44 +72,42 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
         return ShardReport(job.shard, "reused", len(seed_ids), marker.rows,
                            marker.stats.get("skipped", {}), marker.stats.get("relabelled", 0),
                            marker.stats.get("usage", {}), 0.0)
-    return asyncio.run(_run_shard(job, settings, plan, seed_ids, input_hash))
+    runtime = get_runtime()
+    return runtime.run(_run_shard(job, runtime, settings, plan, seed_ids, input_hash))
 
 
-async def _run_shard(job: ShardJob, settings: LLMSettings, plan: RunPlan, seed_ids: list[str],
-                     input_hash: str) -> ShardReport:
+async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, plan: RunPlan,
+                     seed_ids: list[str], input_hash: str) -> ShardReport:
     t0 = time.perf_counter()
     cfg = plan.config
     corpus = paragraphs_by_id(job.run_dir)
-    client = LLMClient(settings, job.base_url)
+    client = runtime.client(settings, job.base_url)  # shared pool and limit, own usage
     skipped: Counter = Counter()
-    try:
-        synth = await synthesize(client, [corpus[i] for i in seed_ids], cfg)
-        skipped.update(synth.skipped)
-        for line in synth.errors:
-            log.warning("shard %05d: %s", job.shard, line)
+    synth = await synthesize(client, [corpus[i] for i in seed_ids], cfg)
+    skipped.update(synth.skipped)
+    for line in synth.errors:
+        log.warning("shard %05d: %s", job.shard, line)
 
-        # CPU work goes to a thread so the other shards' LLM calls keep flowing meanwhile.
-        encoder = Encoder.load(cfg.encoder)
-        vectors = await asyncio.to_thread(encoder.encode, [s.query for s in synth.examples],
-                                          cfg.embed_batch_size)
-        index = load_index(job.index_path)
-        candidates = mine(index, vectors, [s.paragraph.id for s in synth.examples],
-                          cfg.candidates, cfg.index.ef_search)
+    # CPU and disk work goes to a thread: this loop carries every shard's LLM calls.
+    queries = [s.query for s in synth.examples]
+    vectors = await asyncio.to_thread(
+        lambda: Encoder.load(cfg.encoder).encode(queries, cfg.embed_batch_size))
+    index = load_index(job.index_path)
+    candidates = mine(index, vectors, [s.paragraph.id for s in synth.examples],
+                      cfg.candidates, cfg.index.ef_search)
 
-        async def one(s: Synthesized, cands) -> dict | None:
-            try:
-                judged = await judge(client, s.query, [(c, corpus[c.id]) for c in cands],
-                                     job.judge_mode, cfg.judge_passage_chars)
-            except LLMError as exc:
-                skipped["llm_error"] += 1
-                log.warning("shard %05d: %s: judge failed: %s", job.shard, s.paragraph.id, exc)
-                return None
-            return _row(s, judged, cfg, job.judge_mode, corpus)
+    async def one(s: Synthesized, cands) -> dict | None:
+        try:
+            judged = await judge(client, s.query, [(c, corpus[c.id]) for c in cands],
+                                 job.judge_mode, cfg.judge_passage_chars)
+        except LLMError as exc:
+            skipped["llm_error"] += 1
+            log.warning("shard %05d: %s: judge failed: %s", job.shard, s.paragraph.id, exc)
+            return None
+        return _row(s, judged, cfg, job.judge_mode, corpus)
 
-        rows = [r for r in await asyncio.gather(*(one(s, c) for s, c in zip(synth.examples, candidates)))
-                if r is not None]
-    finally:
-        await client.aclose()
+    rows = [r for r in await asyncio.gather(*(one(s, c) for s, c in zip(synth.examples, candidates)))
+            if r is not None]
 
     if len(rows) + sum(skipped.values()) != len(seed_ids):
         raise RuntimeError(f"shard {job.shard}: accounting broken: {len(seed_ids)} seeds != "
@@ -118,7 +117,8 @@ async def _run_shard(job: ShardJob, settings: LLMSettings, plan: RunPlan, seed_i
     stats = {"seeds": len(seed_ids), "skipped": dict(skipped), "relabelled": relabelled,
              "usage": client.usage.as_dict(), "seconds": round(seconds, 3),
              "judge_mode": job.judge_mode}
-    commit_shard(job.run_dir, job.shard, rows, input_hash, plan.config_hash, stats)
+    await asyncio.to_thread(commit_shard, job.run_dir, job.shard, rows, input_hash,
+                            plan.config_hash, stats)
     return ShardReport(job.shard, "done", len(seed_ids), len(rows), dict(skipped), relabelled,
                        client.usage.as_dict(), seconds)
 

@@ -99,6 +99,13 @@ class LLMClient:
             base_url=base_url, api_key=key, timeout=settings.timeout_s, max_retries=0
         )
 
+    def scoped(self) -> "LLMClient":
+        """The same connection pool, limit and capabilities, with usage counted apart."""
+        view = object.__new__(LLMClient)
+        view.__dict__.update(self.__dict__)
+        view.usage = Usage()
+        return view
+
     async def aclose(self) -> None:
         await self._client.close()
 

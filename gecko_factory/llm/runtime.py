@@ -1,0 +1,50 @@
+"""One event loop and one LLM client per process, shared by every shard running in it.
+
+Shards run in Prefect's worker threads; if each ran its own event loop with its own client, the
+concurrency limit would multiply by the number of shards in flight and every shard would pay
+for its own connection pool. Instead each shard submits its coroutine to this process-wide
+loop, and all of them share one `AsyncOpenAI` client and one semaphore (per base URL/settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Awaitable, TypeVar
+
+from gecko_factory.llm.client import LLMClient
+from gecko_factory.llm.settings import LLMSettings
+
+T = TypeVar("T")
+
+
+class LLMRuntime:
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gecko-llm-loop", daemon=True)
+        self._thread.start()
+        self._clients: dict[tuple, LLMClient] = {}
+
+    def run(self, coro: Awaitable[T]) -> T:
+        """Run a coroutine on the shared loop and wait for it from the calling thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+
+    def client(self, settings: LLMSettings, base_url: str) -> LLMClient:
+        """A per-caller view (own usage counters) of the shared client. Call from the loop."""
+        key = (base_url, settings.model_dump_json())
+        shared = self._clients.get(key)
+        if shared is None:
+            shared = self._clients[key] = LLMClient(settings, base_url)
+        return shared.scoped()
+
+
+_lock = threading.Lock()
+_runtime: LLMRuntime | None = None
+
+
+def get_runtime() -> LLMRuntime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = LLMRuntime()
+        return _runtime
