@@ -64,7 +64,7 @@ def index_task(run_dir: str) -> dict:
             "embed_seconds": round(info.embed_seconds, 2)}
 
 
-@task(name="probe-llm", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+@task(name="probe-llm", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
       retry_condition_fn=retry_if_transient, tags=["fret", "llm"])
 def probe_task(base_url: str, judge_mode: str) -> str:
     """Fail fast on an unreachable server; pick RC-only judging when there are no prompt log-probs."""
