@@ -57,6 +57,8 @@ def run(
     negative: str = typer.Option("lowest", help="hard negative: lowest | random"),
     seed: int = typer.Option(0, help="seed of the sample, task types and negatives"),
     force: bool = typer.Option(False, help="re-plan a run folder made with another config/corpus"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the LLM request cache"),
+    refresh_cache: bool = typer.Option(False, "--refresh-cache", help="ask the LLM again and overwrite cached answers"),
 ) -> None:
     """Generate FRet examples: task/query → HNSW candidates → LLM judge → Parquet shards."""
     _quiet_prefect()
@@ -68,7 +70,8 @@ def run(
     try:
         manifest = fret_flow(run_dir=str(out), corpus=corpus, limit=limit, candidates=candidates,
                              shard_size=shard_size, judge_mode=judge_mode, negative=negative,
-                             seed=seed, force=force)
+                             seed=seed, force=force,
+                             cache="off" if no_cache else "refresh" if refresh_cache else "on")
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into a message + exit 1
         stop.set()
         watcher.join()
@@ -91,7 +94,8 @@ def _print_summary(m: dict, out: Path) -> None:
     if c.get("pending_seeds"):
         table.add_row("pending (shards not done)", f"{c['pending_seeds']:,} seeds")
     table.add_row("LLM calls", f"{u['calls']:,} ({u['prompt_tokens']:,} prompt + "
-                               f"{u['completion_tokens']:,} completion tokens, {u['retries']} retries)")
+                               f"{u['completion_tokens']:,} completion tokens, {u['retries']} retries, "
+                               f"{u.get('cache_hits', 0):,} answers from cache)")
     table.add_row("judge", ", ".join(m.get("judge_mode") or [m.get("judge_mode_used", "?")]))
     if "wall_seconds" in m:
         table.add_row("wall time", f"{m['wall_seconds']:.1f} s")

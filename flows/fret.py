@@ -38,6 +38,7 @@ def fret_flow(
     negative: str = "lowest",
     seed: int = 0,
     force: bool = False,
+    cache: str = "on",
 ) -> dict:
     t0 = time.perf_counter()
     logger = get_run_logger()
@@ -53,7 +54,7 @@ def fret_flow(
         mode = probe_task(base_url, judge_mode)
         futures = [
             shard_task.with_options(task_run_name=f"shard-{shard:05d}").submit(
-                run_dir, shard, base_url, index["path"], mode)
+                run_dir, shard, base_url, index["path"], mode, cache)
             for shard in range(plan["shards"])
         ]
         states = [f.wait() or f.state for f in futures]

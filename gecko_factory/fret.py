@@ -38,6 +38,8 @@ class ShardJob:
     base_url: str
     index_path: Path
     judge_mode: JudgeMode
+    cache_path: Path | None = None  # None: --no-cache
+    cache_read: bool = True  # False: --refresh-cache (ask again, overwrite)
 
 
 @dataclass
@@ -81,7 +83,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     t0 = time.perf_counter()
     cfg = plan.config
     corpus = paragraphs_by_id(job.run_dir)
-    client = runtime.client(settings, job.base_url)  # shared pool and limit, own usage
+    client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read)  # shared pool and limit, own usage
     skipped: Counter = Counter()
     synth = await synthesize(client, [corpus[i] for i in seed_ids], cfg)
     skipped.update(synth.skipped)

@@ -14,7 +14,7 @@ from gecko_factory import __version__
 from gecko_factory.plan import RunPlan
 from gecko_factory.shards import atomic_write_json, done_marker, hash_ids, shard_file
 
-USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "retries", "failed_calls")
+USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "retries", "failed_calls", "cache_hits")
 
 
 def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[dict, list[dict]]:

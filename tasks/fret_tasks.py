@@ -10,6 +10,7 @@ the client's own retries); a bug or a bad config fails at once.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,11 @@ from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.manifest import write_manifest
 from gecko_factory.paths import gecko_home
 from gecko_factory.plan import RunPlan, plan_run
+
+
+def llm_cache_path(run_dir: Path) -> Path:
+    """`GECKO_LLM_CACHE` (one cache shared by many runs), else the run folder's own."""
+    return Path(os.environ.get("GECKO_LLM_CACHE") or run_dir / "cache" / "llm.sqlite")
 
 
 def retry_if_transient(task, task_run, state) -> bool:
@@ -87,15 +93,20 @@ def probe_task(base_url: str, judge_mode: str) -> str:
 
 @task(name="fret-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_if_transient, tags=["fret", "llm"])
-def shard_task(run_dir: str, shard: int, base_url: str, index_path: str, judge_mode: str) -> dict:
-    report = run_shard(ShardJob(Path(run_dir), shard, base_url, Path(index_path), judge_mode),  # type: ignore[arg-type]
-                       LLMSettings())
+def shard_task(run_dir: str, shard: int, base_url: str, index_path: str, judge_mode: str,
+               cache: str = "on") -> dict:
+    """`cache`: on | off | refresh (see `llm_cache_path`)."""
+    job = ShardJob(Path(run_dir), shard, base_url, Path(index_path), judge_mode,  # type: ignore[arg-type]
+                   cache_path=None if cache == "off" else llm_cache_path(Path(run_dir)),
+                   cache_read=cache != "refresh")
+    report = run_shard(job, LLMSettings())
     logger = get_run_logger()
     if report.status == "reused":
         logger.info("shard %05d: already done (%d rows), skipped", shard, report.rows)
     else:
-        logger.info("shard %05d: %d rows, skipped %s, %d LLM calls in %.1fs", shard, report.rows,
-                    report.skipped or "none", report.usage.get("calls", 0), report.seconds)
+        logger.info("shard %05d: %d rows, skipped %s, %d LLM calls (+%d from cache) in %.1fs",
+                    shard, report.rows, report.skipped or "none", report.usage.get("calls", 0),
+                    report.usage.get("cache_hits", 0), report.seconds)
     return report.as_dict()
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import openai
 from openai import AsyncOpenAI
 
+from gecko_factory.llm.cache import RequestCache, request_key
 from gecko_factory.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Usage:
     completion_tokens: int = 0
     retries: int = 0
     failed_calls: int = 0
+    cache_hits: int = 0
 
     def add(self, other: "Usage") -> None:
         for name in self.__dataclass_fields__:
@@ -86,9 +88,11 @@ class ChatResult:
 
 
 class LLMClient:
-    def __init__(self, settings: LLMSettings, base_url: str, *, max_retries: int | None = None):
+    def __init__(self, settings: LLMSettings, base_url: str, *, max_retries: int | None = None,
+                 cache: RequestCache | None = None):
         self.settings = settings
         self.base_url = base_url
+        self.cache = cache
         self.usage = Usage()
         self.json_schema_supported = True
         self._max_retries = settings.max_retries if max_retries is None else max_retries
@@ -158,6 +162,9 @@ class LLMClient:
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": json_schema, "strict": True},
             }
+        key = request_key("chat", kwargs)
+        if (hit := self._cached(key)) is not None:
+            return ChatResult(hit["text"], hit["finish_reason"], hit["top"])
         try:
             response = await self._call(lambda: self._client.chat.completions.create(**kwargs))
         except LLMError as exc:
@@ -173,22 +180,37 @@ class LLMClient:
         if top_logprobs and choice.logprobs and choice.logprobs.content:
             for alt in choice.logprobs.content[0].top_logprobs:
                 top[alt.token] = alt.logprob
-        return ChatResult(choice.message.content or "", choice.finish_reason, top)
+        result = ChatResult(choice.message.content or "", choice.finish_reason, top)
+        self._store(key, "chat", {"text": result.text, "finish_reason": result.finish_reason, "top": top})
+        return result
 
     async def prompt_logprobs(self, prompt: str) -> PromptLogprobs:
         """Log-probs of every prompt token, via completions `echo` + `logprobs` (vLLM's way)."""
-        response = await self._call(
-            lambda: self._client.completions.create(
-                model=self.settings.model, prompt=prompt, max_tokens=1, temperature=0.0,
-                echo=True, logprobs=1,
-            )
-        )
+        kwargs = dict(model=self.settings.model, prompt=prompt, max_tokens=1, temperature=0.0,
+                      echo=True, logprobs=1)
+        key = request_key("completions", kwargs)
+        if (hit := self._cached(key)) is not None:
+            return PromptLogprobs(hit["tokens"], hit["logprobs"], hit["offsets"])
+        response = await self._call(lambda: self._client.completions.create(**kwargs))
         lp = response.choices[0].logprobs
         if lp is None or not lp.token_logprobs or lp.text_offset is None:
             raise LLMError(f"{self.base_url} returned no prompt log-probs for echo=True")
         # Keep the prompt's tokens only (the one generated token follows them).
         n = sum(1 for off in lp.text_offset if off < len(prompt))
-        return PromptLogprobs(list(lp.tokens[:n]), list(lp.token_logprobs[:n]), list(lp.text_offset[:n]))
+        result = PromptLogprobs(list(lp.tokens[:n]), list(lp.token_logprobs[:n]), list(lp.text_offset[:n]))
+        self._store(key, "completions", {"tokens": result.tokens, "logprobs": result.logprobs,
+                                         "offsets": result.offsets})
+        return result
+
+    def _cached(self, key: str) -> dict | None:
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            self.usage.cache_hits += 1
+        return hit
+
+    def _store(self, key: str, kind: str, body: dict) -> None:
+        if self.cache is not None:
+            self.cache.put(key, kind, body)
 
     async def supports_prompt_logprobs(self) -> bool:
         """One cheap probe: does completions `echo` return usable prompt log-probs?"""

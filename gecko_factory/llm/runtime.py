@@ -12,6 +12,9 @@ import asyncio
 import threading
 from typing import Awaitable, TypeVar
 
+from pathlib import Path
+
+from gecko_factory.llm.cache import RequestCache
 from gecko_factory.llm.client import LLMClient
 from gecko_factory.llm.settings import LLMSettings
 
@@ -29,12 +32,14 @@ class LLMRuntime:
         """Run a coroutine on the shared loop and wait for it from the calling thread."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
 
-    def client(self, settings: LLMSettings, base_url: str) -> LLMClient:
+    def client(self, settings: LLMSettings, base_url: str, cache_path: Path | None = None,
+               cache_read: bool = True) -> LLMClient:
         """A per-caller view (own usage counters) of the shared client. Call from the loop."""
-        key = (base_url, settings.model_dump_json())
+        key = (base_url, settings.model_dump_json(), cache_path, cache_read)
         shared = self._clients.get(key)
         if shared is None:
-            shared = self._clients[key] = LLMClient(settings, base_url)
+            cache = RequestCache(cache_path, read=cache_read) if cache_path else None
+            shared = self._clients[key] = LLMClient(settings, base_url, cache=cache)
         return shared.scoped()
 
 

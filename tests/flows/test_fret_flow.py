@@ -155,3 +155,21 @@ def test_cli_unreachable_llm_names_the_url_not_the_key(tmp_path, prefect_harness
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert url in result.output and KEY not in result.output
+
+
+def test_a_lost_shard_is_redone_from_the_cache_identically(finished_run, flow_corpus, scripted_server, monkeypatch):
+    from flows.fret import fret_flow
+
+    run_dir, first, _ = finished_run
+    lost = run_dir / "shards" / "part-00001.parquet"
+    before_rows = pl.read_parquet(lost).sort("example_id")
+    lost.unlink()
+    monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
+    monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
+    before = scripted_server.stats()
+    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
+    assert sum(scripted_server.stats().values()) - sum(before.values()) == 1  # the probe only
+    assert pl.read_parquet(lost).sort("example_id").equals(before_rows)
+    shard_stats = json.loads((run_dir / "stats.json").read_text())["shards"][1]
+    assert shard_stats["usage"]["calls"] == 0 and shard_stats["usage"]["cache_hits"] == 16 + 16 * 8
+    assert again["counts"] == first["counts"]
