@@ -59,6 +59,8 @@ def run(
     force: bool = typer.Option(False, help="re-plan a run folder made with another config/corpus"),
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the LLM request cache"),
     refresh_cache: bool = typer.Option(False, "--refresh-cache", help="ask the LLM again and overwrite cached answers"),
+    budget_usd: Optional[float] = typer.Option(None, help="stop cleanly once this much is spent (USD)"),
+    max_tokens: Optional[int] = typer.Option(None, help="stop cleanly once this many tokens are spent"),
 ) -> None:
     """Generate FRet examples: task/query → HNSW candidates → LLM judge → Parquet shards."""
     _quiet_prefect()
@@ -71,7 +73,8 @@ def run(
         manifest = fret_flow(run_dir=str(out), corpus=corpus, limit=limit, candidates=candidates,
                              shard_size=shard_size, judge_mode=judge_mode, negative=negative,
                              seed=seed, force=force,
-                             cache="off" if no_cache else "refresh" if refresh_cache else "on")
+                             cache="off" if no_cache else "refresh" if refresh_cache else "on",
+                             budget_usd=budget_usd, max_tokens=max_tokens)
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into a message + exit 1
         stop.set()
         watcher.join()
@@ -82,6 +85,53 @@ def run(
     stop.set()
     watcher.join()
     _print_summary(manifest, out)
+    if manifest.get("stopped"):
+        console.print(f"[yellow]stopped:[/yellow] {manifest['stopped']} (gecko-factory resume {out})")
+        raise typer.Exit(3)  # incomplete but clean: distinct from a failure (1)
+
+
+@app.command()
+def status(run_dir: Path) -> None:
+    """List a run's shards as done / failed / pending, with the error of each failed one."""
+    from gecko_factory.manifest import shard_states
+
+    _require_run(run_dir)
+    states = shard_states(run_dir)
+    table = Table(title=f"shards of {run_dir}")
+    for col in ("shard", "state", "seeds", "rows", "error"):
+        table.add_column(col)
+    colour = {"done": "green", "failed": "red", "pending": "yellow"}
+    for s in states:
+        table.add_row(f"{s.shard:05d}", f"[{colour[s.state]}]{s.state}[/]", str(s.seeds),
+                      "" if s.rows is None else str(s.rows), s.error or "")
+    Console().print(table)
+    counts = {k: sum(1 for s in states if s.state == k) for k in ("done", "failed", "pending")}
+    Console().print(", ".join(f"{v} {k}" for k, v in counts.items()) +
+                    ("" if counts["done"] == len(states) else f"  →  gecko-factory resume {run_dir}"))
+
+
+@app.command()
+def resume(
+    run_dir: Path,
+    no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the LLM request cache"),
+    budget_usd: Optional[float] = typer.Option(None, help="stop cleanly once this much is spent (USD)"),
+    max_tokens: Optional[int] = typer.Option(None, help="stop cleanly once this many tokens are spent"),
+) -> None:
+    """Rerun only what is not done, with the run's own recorded settings."""
+    from gecko_factory.plan import RunPlan
+
+    _require_run(run_dir)
+    cfg = RunPlan.load(run_dir).config
+    run(corpus=cfg.corpus.path, out=run_dir, limit=cfg.limit, candidates=cfg.candidates,
+        shard_size=cfg.shard_size, judge_mode=cfg.judge_mode, negative=cfg.negative, seed=cfg.seed,
+        force=False, no_cache=no_cache, refresh_cache=False, budget_usd=budget_usd,
+        max_tokens=max_tokens)
+
+
+def _require_run(run_dir: Path) -> None:
+    if not (run_dir / "plan.json").exists():
+        console.print(f"[red]error:[/red] {run_dir} is not a run folder (no plan.json)")
+        raise typer.Exit(1)
 
 
 def _print_summary(m: dict, out: Path) -> None:
@@ -99,6 +149,10 @@ def _print_summary(m: dict, out: Path) -> None:
     table.add_row("judge", ", ".join(m.get("judge_mode") or [m.get("judge_mode_used", "?")]))
     if "wall_seconds" in m:
         table.add_row("wall time", f"{m['wall_seconds']:.1f} s")
+    if m.get("cost_usd") is not None:
+        table.add_row("cost", f"${m['cost_usd']:.4f}")
+    if m.get("stopped"):
+        table.add_row("stopped", m["stopped"])
     table.add_row("accounting", "ok" if m["accounting_ok"] else "BROKEN")
     table.add_row("output", str(out / "shards"))
     Console().print(table)
@@ -111,9 +165,7 @@ def inspect(run_dir: Path, examples: int = typer.Option(3, help="examples to sho
 
     from gecko_factory.manifest import build_manifest
 
-    if not (run_dir / "plan.json").exists():
-        console.print(f"[red]error:[/red] {run_dir} is not a run folder (no plan.json)")
-        raise typer.Exit(1)
+    _require_run(run_dir)
     manifest, _ = build_manifest(run_dir)
     saved = run_dir / "manifest.json"
     if saved.exists():

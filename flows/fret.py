@@ -9,6 +9,7 @@ of failed shards (a rerun on the same folder redoes only those).
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -17,7 +18,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from gecko_factory.config import FretConfig
 from gecko_factory.corpus import CorpusSpec
 from gecko_factory.fret import prompt_versions
+from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.settings import LLMSettings
+from gecko_factory.lock import run_lock
 from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_task
 from tasks.llm_endpoint import llm_endpoint
 
@@ -39,30 +42,50 @@ def fret_flow(
     seed: int = 0,
     force: bool = False,
     cache: str = "on",
+    budget_usd: float | None = None,
+    max_tokens: int | None = None,
 ) -> dict:
     t0 = time.perf_counter()
-    logger = get_run_logger()
     settings = LLMSettings()
+    if corpus != "sample":
+        corpus = str(Path(corpus).resolve())  # `resume` may run from another folder
     config = FretConfig(
         corpus=CorpusSpec(path=corpus), limit=limit, candidates=candidates, shard_size=shard_size,
         judge_mode=judge_mode, negative=negative, seed=seed, llm_model=settings.model,
         prompt_versions=prompt_versions(),
     )
+    with run_lock(Path(run_dir)):  # one writer per run folder
+        return _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0)
+
+
+def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, cache: str,
+         limits: tuple[float | None, int | None], t0: float) -> dict:
+    logger = get_run_logger()
+    judge_mode = config.judge_mode
+    invocation = uuid.uuid4().hex
     plan = plan_task(config.model_dump(mode="json"), run_dir, force)
     index = index_task(run_dir)
     with llm_endpoint(settings) as base_url:
         mode = probe_task(base_url, judge_mode)
         futures = [
             shard_task.with_options(task_run_name=f"shard-{shard:05d}").submit(
-                run_dir, shard, base_url, index["path"], mode, cache)
+                run_dir, shard, base_url, index["path"], mode, cache, invocation, *limits)
             for shard in range(plan["shards"])
         ]
         states = [f.wait() or f.state for f in futures]
-    failed = {shard: s.message or s.name for shard, s in enumerate(states) if not s.is_completed()}
+    stopped = [i for i, s in enumerate(states)
+               if not s.is_completed() and isinstance(s.result(raise_on_failure=False), BudgetExhausted)]
+    failed = {shard: s.message or s.name for shard, s in enumerate(states)
+              if not s.is_completed() and shard not in stopped}
+    stop_reason = None
+    if stopped:
+        stop_reason = (f"{states[stopped[0]].result(raise_on_failure=False)}; {len(stopped)} shards "
+                       f"left pending: resume with a larger budget")
     manifest = manifest_task(run_dir, {
         "llm": settings.public_dict(), "index": index, "judge_mode_used": mode,
         "wall_seconds": round(time.perf_counter() - t0, 2),
         "failed_shards": {str(k): v for k, v in failed.items()},
+        "stopped": stop_reason,
     })
     if failed:
         for shard, why in failed.items():

@@ -19,12 +19,13 @@ from pathlib import Path
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
 from gecko_factory.judge import JudgeMode, judge, select
+from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.client import LLMError
 from gecko_factory.llm.runtime import LLMRuntime, get_runtime
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import mine
 from gecko_factory.plan import RunPlan, paragraphs_by_id
-from gecko_factory.shards import commit_shard, done_marker, hash_ids
+from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure
 from gecko_factory.synthesize import Synthesized, synthesize
 from gecko_factory.templates import load_template
 
@@ -40,6 +41,9 @@ class ShardJob:
     judge_mode: JudgeMode
     cache_path: Path | None = None  # None: --no-cache
     cache_read: bool = True  # False: --refresh-cache (ask again, overwrite)
+    invocation: str = ""  # one id per flow run: its shards share one budget
+    budget_usd: float | None = None
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -75,7 +79,13 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
                            marker.stats.get("skipped", {}), marker.stats.get("relabelled", 0),
                            marker.stats.get("usage", {}), 0.0)
     runtime = get_runtime()
-    return runtime.run(_run_shard(job, runtime, settings, plan, seed_ids, input_hash))
+    try:
+        return runtime.run(_run_shard(job, runtime, settings, plan, seed_ids, input_hash))
+    except BudgetExhausted:
+        raise  # not a failure: the shard stays pending for `resume`
+    except BaseException as exc:
+        record_failure(job.run_dir, job.shard, exc)
+        raise
 
 
 async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, plan: RunPlan,
@@ -83,7 +93,8 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     t0 = time.perf_counter()
     cfg = plan.config
     corpus = paragraphs_by_id(job.run_dir)
-    client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read)  # shared pool and limit, own usage
+    client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read,
+                            (job.invocation, job.budget_usd, job.max_tokens))  # shared pool and limit, own usage
     skipped: Counter = Counter()
     synth = await synthesize(client, [corpus[i] for i in seed_ids], cfg)
     skipped.update(synth.skipped)

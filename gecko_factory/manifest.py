@@ -7,14 +7,45 @@ a finished run saw. Holds the config without secrets (the LLM settings' public p
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from gecko_factory import __version__
+from gecko_factory.llm.budget import cost_usd
 from gecko_factory.plan import RunPlan
-from gecko_factory.shards import atomic_write_json, done_marker, hash_ids, shard_file
+from gecko_factory.shards import atomic_write_json, done_marker, failed_file, hash_ids, shard_file
 
 USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "retries", "failed_calls", "cache_hits")
+
+
+@dataclass
+class ShardState:
+    shard: int
+    state: str  # done | failed | pending
+    seeds: int
+    rows: int | None = None
+    error: str | None = None
+
+
+def shard_states(run_dir: Path) -> list[ShardState]:
+    """Every planned shard as done (marker matches), failed (last attempt raised) or pending."""
+    plan = RunPlan.load(run_dir)
+    states = []
+    for shard, seeds in enumerate(plan.shards):
+        marker = done_marker(run_dir, shard, hash_ids(seeds), plan.config_hash)
+        if marker is not None:
+            states.append(ShardState(shard, "done", len(seeds), marker.rows))
+            continue
+        try:
+            failure = json.loads(failed_file(run_dir, shard).read_text())
+        except (OSError, ValueError):
+            states.append(ShardState(shard, "pending", len(seeds)))
+            continue
+        states.append(ShardState(shard, "failed", len(seeds),
+                                 error=f"{failure.get('error')}: {failure.get('message')} ({failure.get('at')})"))
+    return states
 
 
 def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[dict, list[dict]]:
@@ -62,6 +93,10 @@ def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[dict, list
         "llm_usage": {k: usage.get(k, 0) for k in USAGE_KEYS},
         **(extra or {}),
     }
+    prices = (extra or {}).get("llm", {}).get("usd_per_1m_tokens")
+    if prices:
+        manifest["cost_usd"] = round(cost_usd(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
+                                              tuple(prices)), 6)
     return manifest, per_shard
 
 

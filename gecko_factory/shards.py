@@ -37,6 +37,20 @@ def marker_file(run_dir: Path, shard: int) -> Path:
     return run_dir / "shards" / f"{shard_name(shard)}.done.json"
 
 
+def failed_file(run_dir: Path, shard: int) -> Path:
+    return run_dir / "shards" / f"{shard_name(shard)}.failed.json"
+
+
+def record_failure(run_dir: Path, shard: int, exc: BaseException) -> None:
+    """What `gecko-factory status` shows for a failed shard; removed when the shard commits."""
+    import datetime as dt
+
+    path = failed_file(run_dir, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"shard": shard, "error": type(exc).__name__, "message": str(exc)[:2000],
+                             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -106,6 +120,7 @@ def commit_shard(run_dir: Path, shard: int, rows: list[dict], input_hash: str, c
     marker = ShardMarker(shard, table.num_rows, input_hash, config_hash, FRET_SCHEMA_VERSION,
                          sha256_file(final), final.stat().st_size, stats)
     atomic_write_json(marker_file(run_dir, shard), asdict(marker))
+    failed_file(run_dir, shard).unlink(missing_ok=True)
     return marker
 
 

@@ -94,11 +94,13 @@ def probe_task(base_url: str, judge_mode: str) -> str:
 @task(name="fret-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_condition_fn=retry_if_transient, tags=["fret", "llm"])
 def shard_task(run_dir: str, shard: int, base_url: str, index_path: str, judge_mode: str,
-               cache: str = "on") -> dict:
-    """`cache`: on | off | refresh (see `llm_cache_path`)."""
+               cache: str = "on", invocation: str = "", budget_usd: float | None = None,
+               max_tokens: int | None = None) -> dict:
+    """`cache`: on | off | refresh (see `llm_cache_path`); the budget is per invocation."""
     job = ShardJob(Path(run_dir), shard, base_url, Path(index_path), judge_mode,  # type: ignore[arg-type]
                    cache_path=None if cache == "off" else llm_cache_path(Path(run_dir)),
-                   cache_read=cache != "refresh")
+                   cache_read=cache != "refresh", invocation=invocation, budget_usd=budget_usd,
+                   max_tokens=max_tokens)
     report = run_shard(job, LLMSettings())
     logger = get_run_logger()
     if report.status == "reused":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import openai
 from openai import AsyncOpenAI
 
+from gecko_factory.llm.budget import Budget
 from gecko_factory.llm.cache import RequestCache, request_key
 from gecko_factory.llm.settings import LLMSettings
 
@@ -89,10 +90,11 @@ class ChatResult:
 
 class LLMClient:
     def __init__(self, settings: LLMSettings, base_url: str, *, max_retries: int | None = None,
-                 cache: RequestCache | None = None):
+                 cache: RequestCache | None = None, budget: Budget | None = None):
         self.settings = settings
         self.base_url = base_url
         self.cache = cache
+        self.budget = budget
         self.usage = Usage()
         self.json_schema_supported = True
         self._max_retries = settings.max_retries if max_retries is None else max_retries
@@ -118,12 +120,16 @@ class LLMClient:
         for attempt in range(self._max_retries + 1):
             try:
                 async with self._sem:
+                    if self.budget is not None:
+                        self.budget.check()  # raises BudgetExhausted: not an LLMError, not retried
                     response = await make_request()
                 self.usage.calls += 1
                 usage = getattr(response, "usage", None)  # a model list has none
                 if usage is not None:
                     self.usage.prompt_tokens += usage.prompt_tokens or 0
                     self.usage.completion_tokens += usage.completion_tokens or 0
+                    if self.budget is not None:
+                        self.budget.add(usage.prompt_tokens or 0, usage.completion_tokens or 0)
                 return response
             except openai.APIError as exc:
                 self.usage.failed_calls += 1

@@ -14,6 +14,7 @@ from typing import Awaitable, TypeVar
 
 from pathlib import Path
 
+from gecko_factory.llm.budget import Budget, price_of
 from gecko_factory.llm.cache import RequestCache
 from gecko_factory.llm.client import LLMClient
 from gecko_factory.llm.settings import LLMSettings
@@ -33,13 +34,19 @@ class LLMRuntime:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
 
     def client(self, settings: LLMSettings, base_url: str, cache_path: Path | None = None,
-               cache_read: bool = True) -> LLMClient:
-        """A per-caller view (own usage counters) of the shared client. Call from the loop."""
-        key = (base_url, settings.model_dump_json(), cache_path, cache_read)
+               cache_read: bool = True, budget_key: tuple | None = None) -> LLMClient:
+        """A per-caller view (own usage counters) of the shared client. Call from the loop.
+
+        `budget_key` = (run id, max USD, max tokens): shards of one run share one Budget."""
+        key = (base_url, settings.model_dump_json(), cache_path, cache_read, budget_key)
         shared = self._clients.get(key)
         if shared is None:
             cache = RequestCache(cache_path, read=cache_read) if cache_path else None
-            shared = self._clients[key] = LLMClient(settings, base_url, cache=cache)
+            budget = None
+            if budget_key is not None and (budget_key[1] is not None or budget_key[2] is not None):
+                prices = price_of(settings.model, settings.price_prompt_per_m, settings.price_completion_per_m)
+                budget = Budget(budget_key[1], budget_key[2], prices)
+            shared = self._clients[key] = LLMClient(settings, base_url, cache=cache, budget=budget)
         return shared.scoped()
 
 

@@ -30,6 +30,8 @@ class LLMSettings(BaseSettings):
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles, with jitter")
+    price_prompt_per_m: float | None = Field(default=None, ge=0, description="USD per 1M prompt tokens")
+    price_completion_per_m: float | None = Field(default=None, ge=0, description="USD per 1M completion tokens")
     embedded_threads: int | None = Field(default=None, description="llama.cpp threads (None: all cores)")
     embedded_ctx: int = Field(default=2048, ge=256, description="embedded server context length")
 
@@ -41,4 +43,10 @@ class LLMSettings(BaseSettings):
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
+            "usd_per_1m_tokens": list(self.prices()),
         }
+
+    def prices(self) -> tuple[float, float]:
+        from gecko_factory.llm.budget import price_of
+
+        return price_of(self.model, self.price_prompt_per_m, self.price_completion_per_m)
