@@ -9,6 +9,7 @@ built from the base URL and the server's message, never from the request headers
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -36,8 +37,8 @@ class LLMUnreachable(LLMError):
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: the same request may well succeed later."""
-    if isinstance(exc, _TRANSIENT):  # APITimeoutError is an APIConnectionError
-        return True
+    if isinstance(exc, _TRANSIENT + (json.JSONDecodeError, openai.APIResponseValidationError)):
+        return True  # APITimeoutError is an APIConnectionError
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
 
@@ -131,7 +132,8 @@ class LLMClient:
                     if self.budget is not None:
                         self.budget.add(usage.prompt_tokens or 0, usage.completion_tokens or 0)
                 return response
-            except openai.APIError as exc:
+            except (openai.APIError, json.JSONDecodeError) as exc:
+                # A 200 whose body does not parse (a proxy cut it, a server bug) is worth a retry.
                 self.usage.failed_calls += 1
                 if not is_transient(exc) or attempt == self._max_retries:
                     raise self._wrap(exc) from exc
@@ -141,11 +143,15 @@ class LLMClient:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _wrap(self, exc: openai.APIError) -> LLMError:
+    def _wrap(self, exc: Exception) -> LLMError:
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMError(f"LLM server {self.base_url} did not answer within {self.settings.timeout_s}s")
         if isinstance(exc, openai.APIConnectionError):
             return LLMUnreachable(f"cannot reach the LLM server at {self.base_url}: {exc.message}")
+        if isinstance(exc, json.JSONDecodeError):
+            return LLMError(f"LLM server {self.base_url} sent a body that is not JSON: {exc.msg}")
         status = getattr(exc, "status_code", "?")
-        return LLMError(f"LLM server {self.base_url} answered {status}: {exc.message}")
+        return LLMError(f"LLM server {self.base_url} answered {status}: {getattr(exc, 'message', exc)}")
 
     async def chat(
         self,
@@ -181,6 +187,8 @@ class LLMClient:
                 return await self.chat(messages, temperature=temperature, max_tokens=max_tokens,
                                        seed=seed, json_schema=None, top_logprobs=top_logprobs)
             raise
+        if not response.choices:
+            raise LLMError(f"LLM server {self.base_url} answered with no choices")
         choice = response.choices[0]
         top: dict[str, float] = {}
         if top_logprobs and choice.logprobs and choice.logprobs.content:
@@ -198,7 +206,7 @@ class LLMClient:
         if (hit := self._cached(key)) is not None:
             return PromptLogprobs(hit["tokens"], hit["logprobs"], hit["offsets"])
         response = await self._call(lambda: self._client.completions.create(**kwargs))
-        lp = response.choices[0].logprobs
+        lp = response.choices[0].logprobs if response.choices else None
         if lp is None or not lp.token_logprobs or lp.text_offset is None:
             raise LLMError(f"{self.base_url} returned no prompt log-probs for echo=True")
         # Keep the prompt's tokens only (the one generated token follows them).

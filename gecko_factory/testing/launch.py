@@ -19,8 +19,11 @@ def free_port() -> int:
 class ScriptedServer:
     """`with ScriptedServer(latency_ms=50) as srv: srv.base_url` — stopped on exit."""
 
-    def __init__(self, latency_ms: float = 0.0, startup_timeout_s: float = 30.0):
+    def __init__(self, latency_ms: float = 0.0, startup_timeout_s: float = 30.0,
+                 fault_rate: float = 0.0, fault_seed: int = 0, fault_sleep_s: float = 3.0):
         self.latency_ms = latency_ms
+        self.fault_args = ["--fault-rate", str(fault_rate), "--fault-seed", str(fault_seed),
+                           "--fault-sleep-s", str(fault_sleep_s)]
         self.timeout = startup_timeout_s
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -29,7 +32,7 @@ class ScriptedServer:
     def __enter__(self) -> "ScriptedServer":
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gecko_factory.testing.scripted_server",
-             "--port", str(self.port), "--latency-ms", str(self.latency_ms)],
+             "--port", str(self.port), "--latency-ms", str(self.latency_ms), *self.fault_args],
         )
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -45,7 +48,12 @@ class ScriptedServer:
         raise TimeoutError(f"scripted server not ready after {self.timeout}s")
 
     def stats(self) -> dict[str, int]:
+        """Requests by endpoint ("chat", "completions"), faults, and bad synthesis answers."""
         return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
+
+    def calls(self) -> int:
+        s = self.stats()
+        return s.get("chat", 0) + s.get("completions", 0)
 
     def __exit__(self, *exc) -> None:
         if self._proc and self._proc.poll() is None:

@@ -9,7 +9,13 @@ It answers like a tiny, predictable LLM, so a test can compute what the factory 
 - completions with `echo` + `logprobs`: whitespace tokens (each with its leading space); a word
   already seen earlier in the prompt gets −0.5, an unseen one −3 − (hash % 100)/100; a final
   "Yes" gets the same log P(Yes) as above. `prompt_logprobs` (vLLM's shape) is also served.
-Options: `latency_ms` per request. `GET /stats` counts requests by endpoint.
+Options: `latency_ms` per request; `fault_rate` (0–1): that share of requests fails on its first
+attempt, as 429, 500, a hang past the client's timeout (`fault_sleep_s`), a malformed body or a
+truncated body (all transient: the retry of the same request succeeds), and that share of
+synthesis answers is invalid JSON for good (the factory must retry with another seed, then skip).
+Faults are a pure function of the request body and `fault_seed`, so two runs see the same ones.
+`GET /stats` counts requests by endpoint, faults by kind, and `bad_synthesis_twice`: the seeds
+whose synthesis got invalid JSON on two different requests (what the factory must skip).
 Run: `python -m gecko_factory.testing.scripted_server --port P [--latency-ms 100]`.
 """
 
@@ -26,7 +32,7 @@ from collections import Counter
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 _TOKEN = re.compile(r"\s*\S+|\s+$")
@@ -87,20 +93,65 @@ def prompt_scores(prompt: str) -> tuple[list[str], list[float | None], list[int]
     return tokens, logprobs, offsets
 
 
+FAULTS = ("429", "500", "timeout", "malformed", "truncated")
+
+
 class ScriptedLLM:
-    def __init__(self, latency_ms: float = 0.0, model: str = "scripted"):
+    def __init__(self, latency_ms: float = 0.0, model: str = "scripted", fault_rate: float = 0.0,
+                 fault_seed: int = 0, fault_sleep_s: float = 3.0):
         self.latency = latency_ms / 1000
         self.model = model
         self.counts: Counter = Counter()
+        self.fault_rate = fault_rate
+        self.fault_seed = fault_seed
+        self.fault_sleep_s = fault_sleep_s
+        self.attempts: Counter = Counter()
+        self.bad_synthesis: dict[str, set[str]] = {}
+
+    def _draw(self, salt: str, key: str) -> float:
+        return _h(f"{self.fault_seed}:{salt}:{key}") / 0xFFFFFFFF
+
+    async def _fault(self, raw: bytes) -> Response | None:
+        """A transport-level fault for the first attempt of some requests, else None."""
+        if not self.fault_rate:
+            return None
+        key = hashlib.md5(raw).hexdigest()
+        attempt = self.attempts[key]
+        self.attempts[key] += 1
+        if attempt > 0 or self._draw("fault", key) >= self.fault_rate:
+            return None
+        kind = FAULTS[int(self._draw("kind", key) * len(FAULTS)) % len(FAULTS)]
+        self.counts[f"fault_{kind}"] += 1
+        if kind == "429":
+            return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429)
+        if kind == "500":
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
+        if kind == "timeout":
+            await asyncio.sleep(self.fault_sleep_s)
+            return JSONResponse({"error": {"message": "too late", "type": "server_error"}}, status_code=504)
+        if kind == "malformed":
+            return Response("{this is not json", media_type="application/json")
+        return Response('{"id": "cmpl-x", "object": "chat.completion", "choices": [{"ind',
+                        media_type="application/json")
+
+    def _bad_synthesis(self, raw: bytes, passage: str) -> bool:
+        key = hashlib.md5(raw).hexdigest()
+        if not self.fault_rate or self._draw("content", key) >= self.fault_rate:
+            return False
+        self.bad_synthesis.setdefault(hashlib.md5(passage.encode()).hexdigest(), set()).add(key)
+        return True
 
     async def _pause(self) -> None:
         if self.latency:
             await asyncio.sleep(self.latency)
 
-    async def chat(self, request: Request) -> JSONResponse:
-        body = await request.json()
+    async def chat(self, request: Request) -> Response:
+        raw = await request.body()
+        body = json.loads(raw)
         self.counts["chat"] += 1
         await self._pause()
+        if (fault := await self._fault(raw)) is not None:
+            return fault
         messages = body.get("messages") or []
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
         user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
@@ -117,6 +168,8 @@ class ScriptedLLM:
         else:
             m = re.search(r"Task type: (.*)\nPassage: (.*)", user, re.DOTALL)
             content = synth_answer(m.group(1), m.group(2)) if m else "{}"
+            if m and self._bad_synthesis(raw, m.group(2)):
+                content = content[: len(content) // 2]  # truncated JSON inside a valid answer
         usage = {"prompt_tokens": len(_TOKEN.findall(system + user)),
                  "completion_tokens": len(_TOKEN.findall(content))}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -127,10 +180,13 @@ class ScriptedLLM:
                          "message": {"role": "assistant", "content": content}}],
         })
 
-    async def completions(self, request: Request) -> JSONResponse:
-        body = await request.json()
+    async def completions(self, request: Request) -> Response:
+        raw = await request.body()
+        body = json.loads(raw)
         self.counts["completions"] += 1
         await self._pause()
+        if (fault := await self._fault(raw)) is not None:
+            return fault
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             return JSONResponse({"error": {"message": "prompt must be a string",
@@ -164,7 +220,8 @@ class ScriptedLLM:
         return JSONResponse({"status": "ok"})
 
     async def stats(self, request: Request) -> JSONResponse:
-        return JSONResponse(dict(self.counts))
+        twice = sum(1 for keys in self.bad_synthesis.values() if len(keys) >= 2)
+        return JSONResponse({**self.counts, "bad_synthesis_twice": twice})
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -183,8 +240,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument("--fault-sleep-s", type=float, default=3.0)
     args = parser.parse_args()
-    uvicorn.run(ScriptedLLM(args.latency_ms).app(), host=args.host, port=args.port,
+    llm = ScriptedLLM(args.latency_ms, fault_rate=args.fault_rate, fault_seed=args.fault_seed,
+                      fault_sleep_s=args.fault_sleep_s)
+    uvicorn.run(llm.app(), host=args.host, port=args.port,
                 log_level="warning", access_log=False)
 
 

@@ -42,13 +42,13 @@ def finished_run(tmp_path_factory, flow_corpus, scripted_server, prefect_harness
     os.environ.update(OPENAI_BASE_URL=scripted_server.base_url, GECKO_LLM_MODEL="scripted",
                       OPENAI_API_KEY=KEY)
     try:
-        before = scripted_server.stats()
+        before = scripted_server.calls()
         manifest = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
-        after = scripted_server.stats()
+        after = scripted_server.calls()
     finally:
         for k in ("OPENAI_BASE_URL", "GECKO_LLM_MODEL", "OPENAI_API_KEY"):
             os.environ.pop(k)
-    calls = sum(after.values()) - sum(before.values())
+    calls = after - before
     return run_dir, manifest, calls
 
 
@@ -108,11 +108,10 @@ def test_rerun_reuses_every_shard_without_llm_calls(finished_run, flow_corpus, s
     run_dir, first, _ = finished_run
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
-    before = scripted_server.stats()
+    before = scripted_server.calls()
     again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
-    after = scripted_server.stats()
     # only the probe: one completions call; no synthesis, no judging
-    assert sum(after.values()) - sum(before.values()) == 1
+    assert scripted_server.calls() - before == 1
     assert again["counts"] == first["counts"]
 
 
@@ -166,9 +165,9 @@ def test_a_lost_shard_is_redone_from_the_cache_identically(finished_run, flow_co
     lost.unlink()
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
-    before = scripted_server.stats()
+    before = scripted_server.calls()
     again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
-    assert sum(scripted_server.stats().values()) - sum(before.values()) == 1  # the probe only
+    assert scripted_server.calls() - before == 1  # the probe only
     assert pl.read_parquet(lost).sort("example_id").equals(before_rows)
     shard_stats = json.loads((run_dir / "stats.json").read_text())["shards"][1]
     assert shard_stats["usage"]["calls"] == 0 and shard_stats["usage"]["cache_hits"] == 16 + 16 * 8
