@@ -64,3 +64,19 @@ def test_ids_are_stable_across_reads(tmp_path):
     path = _jsonl(tmp_path / "c.jsonl", [{"text": LONG.format(i)} for i in range(5)])
     first = [p.id for p in load_corpus(CorpusSpec(path=path)).paragraphs]
     assert first == [p.id for p in load_corpus(CorpusSpec(path=path)).paragraphs]
+
+
+def test_hostile_inputs_are_counted_with_file_and_line(tmp_path):
+    path = tmp_path / "hostile.jsonl"
+    with path.open("wb") as fh:
+        fh.write((json.dumps({"text": LONG.format(1)}) + "\n").encode())
+        fh.write(b'{"text": "caf\xe9 is not utf-8 here, and this line is long enough"}\n')
+        fh.write((json.dumps({"text": "x" * 10_000_000}) + "\n").encode())  # a 10 MB paragraph
+        fh.write((json.dumps({"text": ["a", "list"]}) + "\n").encode())
+        fh.write((json.dumps({"text": LONG.format(2)}) + "\n").encode())
+    result = load_corpus(CorpusSpec(path=str(path)))
+    assert len(result.paragraphs) == 2
+    assert dict(result.skipped) == {"malformed_record": 2, "too_long": 1}
+    assert any(e.startswith(f"{path}:2:") and "utf-8" in e for e in result.errors)
+    assert any(e.startswith(f"{path}:3:") and "10,000,000 chars" in e for e in result.errors)
+    assert any(e.startswith(f"{path}:4:") and "'text' must be a string" in e for e in result.errors)
