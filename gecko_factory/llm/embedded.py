@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -64,7 +65,7 @@ class EmbeddedServer:
         self._proc: subprocess.Popen | None = None
         self._log_fh = None
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> Self:
         self.start()
         return self
 

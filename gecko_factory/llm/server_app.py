@@ -1,19 +1,17 @@
 """A small OpenAI-compatible HTTP server over `llama_cpp.Llama` (Starlette + uvicorn).
 
-Why our own instead of `python -m llama_cpp.server`: llama-cpp-python 0.3.36 returns misaligned
-log-probs for `echo=True`, and the factory scores queries by their prompt-token log-probs. Here
-those are computed from the logits (`scores[i-1]` predicts `tokens[i]`), see shared/MODELS.md.
-
-Two `Llama` instances share the mmapped weights: `gen` (fast sampling, no per-token logits) and
-`score` (`logits_all=True`, needed for prompt log-probs and for any generation log-probs). llama.cpp
-contexts are not thread-safe, so each has a lock, and calls run in a worker thread so the event
-loop keeps answering /health while a request computes.
+Why our own: llama-cpp-python 0.3.36's `echo=True` log-probs are misaligned; here prompt-token
+log-probs come from the logits (`scores[i-1]` predicts `tokens[i]`, see shared/MODELS.md).
+Two `Llama` instances share the mmapped weights: `gen` (fast sampling) and `score`
+(`logits_all=True`, for prompt and generation log-probs). llama.cpp contexts are not
+thread-safe, so each has a lock; calls run in worker threads so /health stays responsive.
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import json
 import logging
 import os
 import threading
@@ -43,7 +41,6 @@ def _error(message: str, status: int = 400, kind: str = "invalid_request_error")
                         status_code=status)
 
 
-# ---------------------------------------------------------------- request models
 class _Req(BaseModel):
     # Unknown OpenAI/vLLM fields (user, frequency_penalty, ...) are ignored, as servers do.
     model_config = ConfigDict(extra="ignore")
@@ -73,7 +70,6 @@ class CompletionRequest(_Req):
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
-# ---------------------------------------------------------------- numerics
 def _log_softmax(row: np.ndarray) -> np.ndarray:
     """Log-softmax of one logits row, in float64 (float32 loses digits over 150k logits)."""
     row = row.astype(np.float64)
@@ -100,63 +96,66 @@ def _topk(lp_row: np.ndarray, k: int) -> list[int]:
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     n = min(len(a), len(b))
-    diff = np.nonzero(a[:n] != b[:n])[0]
-    return int(diff[0]) if len(diff) else n
+    return int(np.argmin(np.append(a[:n] == b[:n], False)))
 
 
-# ---------------------------------------------------------------- engine
 class Engine:
     def __init__(self, model_path: Path, n_ctx: int, n_threads: int, model_name: str,
-                 prefix_cache: bool = True):
-        from llama_cpp import Llama  # imported here so `--help` works without the extension
+                 prefix_chunk: int = 128):
+        import llama_cpp  # imported here so `--help` works without the extension
+        from llama_cpp import Llama
 
-        common = dict(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
-                      n_threads_batch=n_threads, verbose=False)
+        common = {"model_path": str(model_path), "n_ctx": n_ctx, "n_threads": n_threads,
+                  "n_threads_batch": n_threads, "verbose": False}
         self.gen = Llama(**common)
         self.score = Llama(**common, logits_all=True)
-        self.gen_lock = threading.Lock()
-        self.score_lock = threading.Lock()
+        self.gen_lock, self.score_lock = threading.Lock(), threading.Lock()
         self.model_name = model_name
         self.n_ctx = n_ctx
-        self.prefix_cache = prefix_cache
+        self.prefix_chunk = prefix_chunk
+        self._canonical = 0  # leading positions of the scoring context evaluated chunk-aligned
         # llama_cpp exposes no public "is end of generation" test; the C API does.
-        import llama_cpp
-
         vocab = llama_cpp.llama_model_get_vocab(self.score.model)
         self._eog = {t for t in range(self.score.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
-        self._piece_cache: dict[int, bytes] = {}
+        self._pieces: dict[int, bytes] = {}
 
-    # -- tokens ---------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
         # special=True parses "<|im_start|>" etc. as control tokens, as HF/vLLM do for prompts.
         return self.score.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     def piece(self, tok: int) -> bytes:
-        p = self._piece_cache.get(tok)
-        if p is None:
-            p = self.score.detokenize([tok], special=True)
-            self._piece_cache[tok] = p
-        return p
+        if tok not in self._pieces:
+            self._pieces[tok] = self.score.detokenize([tok], special=True)
+        return self._pieces[tok]
 
     def token_str(self, tok: int) -> str:
         return self.piece(tok).decode("utf-8", errors="replace")
 
-    # -- scoring --------------------------------------------------------------
     def _eval_scores(self, tokens: list[int]) -> np.ndarray:
-        """Evaluate `tokens` on the scoring context and return its logits rows [0, len)."""
-        llm = self.score
+        """Evaluate `tokens` on the scoring context and return its logits rows [0, len).
+
+        Prefix cache: rows [0, keep) of llm.scores and the KV cache still hold the previous
+        call's shared prefix (eval() drops the KV past n_tokens). llama.cpp's numerics depend on
+        batching (~3e-3 nats when a prefix came from another batch), so tokens are always
+        evaluated in `prefix_chunk`-aligned chunks and only whole chunks are reused: scores stay
+        bit-identical whatever came before (measured).
+        """
+        llm, c = self.score, self.prefix_chunk
         keep = 0
-        if self.prefix_cache and llm.n_tokens:
-            # Rows [0, keep) of llm.scores and the KV cache still describe these same tokens;
-            # eval() drops the KV cache past n_tokens and writes rows from n_tokens on. Keep at
-            # least one token to evaluate so the last row is always freshly computed.
-            keep = min(_common_prefix(llm.input_ids[: llm.n_tokens], np.asarray(tokens)),
-                       len(tokens) - 1)
+        if c > 0 and self._canonical > 0:
+            common = _common_prefix(llm.input_ids[: self._canonical], np.asarray(tokens))
+            # keep < len(tokens): the last row must come from this evaluation
+            keep = min(common, len(tokens) - 1) // c * c
         if keep == 0:
             llm.reset()
         else:
             llm.n_tokens = keep
-        llm.eval(tokens[keep:])
+        pos = keep
+        while pos < len(tokens):
+            end = len(tokens) if c <= 0 else min(len(tokens), (pos // c + 1) * c)
+            llm.eval(tokens[pos:end])
+            pos = end
+        self._canonical = len(tokens)
         return llm.scores[: len(tokens)]
 
     def complete(self, req: CompletionRequest) -> dict[str, Any]:
@@ -177,8 +176,7 @@ class Engine:
             # lse[i] normalises row i, which predicts tokens[i + 1]; the rows are copied out
             # because the generation below may overwrite llm.scores.
             need_prompt = (req.echo and want_lp) or req.prompt_logprobs is not None
-            prompt_rows = rows[:-1].copy() if need_prompt else None
-            lse = _logsumexp_rows(prompt_rows) if need_prompt else None
+            prompt_rows, lse = (rows[:-1].copy(), _logsumexp_rows(rows[:-1])) if need_prompt else (None, None)
             last = rows[-1].copy()
             gen, gen_lp, gen_top, finish = self._sample_loop(last, req, k if want_lp else -1, stops)
         n_prompt = len(tokens)
@@ -189,7 +187,7 @@ class Engine:
         if want_lp:
             choice["logprobs"] = self._legacy_logprobs(
                 tokens if req.echo else [], prompt_rows, lse, k, gen, gen_lp, gen_top,
-                base=len(req.prompt) if not req.echo else 0)
+                base=0 if req.echo else len(req.prompt))
         if req.prompt_logprobs is not None:
             choice["prompt_logprobs"] = self._vllm_prompt_logprobs(tokens, prompt_rows, lse, req.prompt_logprobs)
         return {
@@ -201,17 +199,12 @@ class Engine:
 
     def _sample_loop(self, last: np.ndarray, req: CompletionRequest, k: int, stops: list[str]):
         """Generate from the scoring context; `last` predicts the first new token."""
-        rng = np.random.default_rng(req.seed)
-        gen: list[int] = []
-        lps: list[float] = []
+        rng, gen, lps = np.random.default_rng(req.seed), [], []
         tops: list[list[tuple[int, float]]] = []
         finish = "length"
         for step in range(req.max_tokens):
             lp = _log_softmax(last)
-            if req.temperature == 0:
-                tok = int(np.argmax(lp))
-            else:
-                tok = _sample(lp, req.temperature, req.top_p, rng)
+            tok = int(np.argmax(lp)) if req.temperature == 0 else _sample(lp, req.temperature, req.top_p, rng)
             if tok in self._eog:
                 finish = "stop"
                 break
@@ -223,7 +216,7 @@ class Engine:
                 finish = "stop"
                 break
             if step + 1 < req.max_tokens:
-                self.score.eval([tok])
+                self.score.eval([tok])  # past self._canonical, so never reused by the cache
                 last = self.score.scores[self.score.n_tokens - 1].copy()
         return gen, lps, tops, finish
 
@@ -231,17 +224,14 @@ class Engine:
         """OpenAI legacy `logprobs`: per-token strings whose concatenation is the text."""
         toks = list(prompt_toks) + list(gen)
         strs, offsets = _incremental_strings([self.piece(t) for t in toks], base)
-        token_logprobs: list[float | None] = []
-        top: list[dict[str, float] | None] = []
-        for i, t in enumerate(prompt_toks):
-            if i == 0:
-                token_logprobs.append(None)
-                top.append(None)
-                continue
+        # the first prompt token has no context, hence no log-prob (OpenAI and vLLM agree)
+        token_logprobs: list[float | None] = [None] * min(1, len(prompt_toks))
+        top: list[dict[str, float] | None] = [None] * min(1, len(prompt_toks))
+        for i in range(1, len(prompt_toks)):
             row, z = rows[i - 1], lse[i - 1]
             d = {self.token_str(j): float(row[j] - z) for j in _topk(row, k)}
-            d[strs[i]] = float(row[t] - z)
-            token_logprobs.append(float(row[t] - z))
+            d[strs[i]] = float(row[prompt_toks[i]] - z)
+            token_logprobs.append(d[strs[i]])
             top.append(d)
         for j, t in enumerate(gen):
             i = len(prompt_toks) + j
@@ -267,19 +257,22 @@ class Engine:
             out.append(d)
         return out
 
-    # -- chat -----------------------------------------------------------------
     def chat(self, req: ChatRequest) -> dict[str, Any]:
-        rf = _llama_response_format(req.response_format)
+        grammar = _json_grammar(req.response_format)
         max_tokens = req.max_completion_tokens or req.max_tokens
         # create_chat_completion's logprobs need logits_all, which only the scoring context has.
         llm, lock = (self.score, self.score_lock) if req.logprobs else (self.gen, self.gen_lock)
-        kwargs = dict(messages=req.messages, temperature=req.temperature, top_p=req.top_p,
-                      max_tokens=max_tokens, stop=req.stop, response_format=rf,
-                      # a fresh seed per unseeded call, else llama reuses its last one
-                      seed=req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little"))
+        kwargs: dict[str, Any] = {
+            "messages": req.messages, "temperature": req.temperature, "top_p": req.top_p,
+            "max_tokens": max_tokens, "stop": req.stop, "grammar": grammar,
+            # a fresh seed per unseeded call, else llama derives it from its last one
+            "seed": req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little"),
+        }
         if req.logprobs:
             kwargs.update(logprobs=True, top_logprobs=req.top_logprobs or 0)
         with lock:
+            if llm is self.score:
+                self._canonical = 0  # llama's own prefix reuse batches differently
             try:
                 out = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # llama raises ValueError for over-long prompts
@@ -291,11 +284,10 @@ class Engine:
             if not req.logprobs or lp is None:
                 choice["logprobs"] = None
                 continue
-            # llama leaves `bytes` null; OpenAI clients expect the UTF-8 bytes of each token.
+            # llama leaves `bytes` null and logprobs as numpy float32 (not JSON-serialisable).
             for entry in lp.get("content") or []:
-                entry["bytes"] = list(entry["token"].encode("utf-8"))
-                for alt in entry.get("top_logprobs") or []:
-                    alt["bytes"] = list(alt["token"].encode("utf-8"))
+                for d in [entry, *(entry.get("top_logprobs") or [])]:
+                    d["bytes"], d["logprob"] = list(d["token"].encode("utf-8")), float(d["logprob"])
                 entry["top_logprobs"] = (entry.get("top_logprobs") or [])[: req.top_logprobs or 0]
         return out
 
@@ -303,13 +295,9 @@ class Engine:
 def _sample(lp: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
     z = lp / temperature
     p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p < 1.0:
-        order = np.argsort(-p)
-        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
-        q = p[keep] / p[keep].sum()
-        return int(keep[rng.choice(len(keep), p=q)])
-    return int(rng.choice(len(p), p=p))
+    order = np.argsort(-p)  # nucleus: the smallest head of the distribution holding top_p
+    keep = order[: int(np.searchsorted(np.cumsum(p[order]) / p.sum(), top_p)) + 1]
+    return int(keep[rng.choice(len(keep), p=p[keep] / p[keep].sum())])
 
 
 def _apply_stop(text: str, stops: list[str], finish: str) -> tuple[str, str]:
@@ -318,11 +306,8 @@ def _apply_stop(text: str, stops: list[str], finish: str) -> tuple[str, str]:
 
 
 def _incremental_strings(pieces: list[bytes], base: int) -> tuple[list[str], list[int]]:
-    """Decode token byte pieces incrementally so their strings concatenate to the exact text.
-
-    A token holding only part of a multi-byte character gets "" and the token completing it
-    gets the whole character; each offset is the character position where its string starts.
-    """
+    """Decode token bytes incrementally so the strings concatenate to the exact text: a token
+    holding part of a multi-byte character gets "", the one completing it the whole character."""
     dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
     strs, offsets, pos = [], [], base
     for p in pieces:
@@ -330,34 +315,43 @@ def _incremental_strings(pieces: list[bytes], base: int) -> tuple[list[str], lis
         strs.append(s)
         offsets.append(pos)
         pos += len(s)
-    tail = dec.decode(b"", final=True)
-    if tail and strs:
-        strs[-1] += tail
+    if strs:
+        strs[-1] += dec.decode(b"", final=True)
     return strs, offsets
 
 
-def _llama_response_format(rf: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Map OpenAI's response_format onto llama-cpp's ({"type": "json_object", "schema": ...})."""
-    if rf is None or rf.get("type") == "text":
+def _json_grammar(rf: dict[str, Any] | None):
+    """OpenAI's response_format as a llama.cpp grammar (None: unconstrained).
+
+    Built here rather than by llama-cpp: 0.3.36's json_schema_to_gbnf emits
+    `char ::= [^"\\]`, which lets raw newlines/control characters into strings (seen: invalid
+    JSON from a schema-constrained call); JSON_GBNF for plain json_object is already strict.
+    """
+    from llama_cpp import llama_grammar
+
+    kind = None if rf is None else rf.get("type")
+    if kind in (None, "text"):
         return None
-    if rf.get("type") == "json_object":
-        return {"type": "json_object", **({"schema": rf["schema"]} if "schema" in rf else {})}
-    if rf.get("type") == "json_schema":
-        schema = (rf.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise BadRequest("response_format.json_schema.schema must be a JSON object")
-        return {"type": "json_object", "schema": schema}
-    raise BadRequest(f"unsupported response_format type {rf.get('type')!r}")
+    if kind == "json_object" and not isinstance(rf.get("schema"), dict):
+        return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
+    schema = rf.get("schema") if kind == "json_object" else (rf.get("json_schema") or {}).get("schema")
+    if kind not in ("json_object", "json_schema") or not isinstance(schema, dict):
+        raise BadRequest(f"unsupported response_format {rf!r}: need json_schema.schema (an object)")
+    try:
+        gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        raise BadRequest(f"cannot turn this JSON schema into a grammar: {exc}") from exc
+    gbnf = gbnf.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
+    return llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
 
 
-# ---------------------------------------------------------------- HTTP
 def build_app(engine: Engine) -> Starlette:
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def models(_: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [
-            {"id": engine.model_name, "object": "model", "created": 0, "owned_by": "gecko-factory"}]})
+        data = [{"id": engine.model_name, "object": "model", "created": 0, "owned_by": "gecko-factory"}]
+        return JSONResponse({"object": "list", "data": data})
 
     def endpoint(model_cls, method):
         async def handler(request: Request) -> JSONResponse:
@@ -390,12 +384,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--model-name", default="qwen2.5-coder-0.5b-instruct-q4_k_m")
-    ap.add_argument("--no-prefix-cache", action="store_true", help="re-evaluate every prompt fully")
+    ap.add_argument("--prefix-chunk", type=int, default=128,
+                    help="scoring prefix-cache granularity in tokens (0: no cache, one batch)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.monotonic()
     engine = Engine(args.model, args.ctx, args.threads, args.model_name,
-                    prefix_cache=not args.no_prefix_cache)
+                    prefix_chunk=args.prefix_chunk)
     log.info("loaded %s in %.1f s", args.model, time.monotonic() - t0)
     uvicorn.run(build_app(engine), host=args.host, port=args.port, log_level="warning")
 

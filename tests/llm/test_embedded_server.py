@@ -117,8 +117,8 @@ def test_vllm_prompt_logprobs_agree_with_legacy(client, server):
 
 
 def test_completion_generates_and_is_reproducible(client, server):
-    kw = dict(model=server.model_name, prompt="The capital of France is", max_tokens=4,
-              temperature=0.8, seed=3, logprobs=2)
+    kw = {"model": server.model_name, "prompt": "The capital of France is", "max_tokens": 4,
+          "temperature": 0.8, "seed": 3, "logprobs": 2}
     a = client.completions.create(**kw)
     b = client.completions.create(**kw)
     assert a.choices[0].text == b.choices[0].text
