@@ -77,8 +77,9 @@ class DualEncoder(nn.Module):
     def _encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.backbone(**batch)
         pooled = mean_pool(out.last_hidden_state, batch["attention_mask"])
-        # Normalise in fp32: under bf16 autocast the norm of a 384-d vector loses digits.
-        return F.normalize(pooled.float(), dim=-1)
+        if pooled.dtype in (torch.float16, torch.bfloat16):
+            pooled = pooled.float()  # under bf16 autocast the norm of 384 numbers loses digits
+        return F.normalize(pooled, dim=-1)
 
     def encode_query(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._encode(batch)

@@ -1,0 +1,287 @@
+"""BEIR-style retrieval evaluation: exact search, nDCG@10 and Recall@100 at every Matryoshka dim.
+
+Relevance is binary; nDCG uses the log2 discount and an ideal DCG over all of a query's relevant
+documents (as pytrec_eval does for BEIR). Queries without relevant documents are not scored.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+import tokenize
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCIFACT_ZIP = Path("../shared/data/scifact.zip")  # relative to the working directory
+
+
+class DatasetUnavailable(FileNotFoundError):
+    """The evaluation data is not on this machine; callers may skip."""
+
+
+@dataclass
+class RetrievalDataset:
+    name: str
+    corpus: dict[str, tuple[str, str]]  # doc id -> (title, text)
+    queries: dict[str, str]  # query id -> text
+    qrels: dict[str, set[str]]  # query id -> relevant doc ids
+
+    @property
+    def n_qrels(self) -> int:
+        return sum(len(v) for v in self.qrels.values())
+
+
+# ---- loaders ---------------------------------------------------------------------------------
+
+def load_beir(folder: str | Path, split: str = "test") -> RetrievalDataset:
+    """A BEIR folder: corpus.jsonl, queries.jsonl, qrels/{split}.tsv (score > 0 = relevant)."""
+    folder = Path(folder)
+    if not (folder / "corpus.jsonl").exists():
+        raise DatasetUnavailable(f"no BEIR data set at {folder} (corpus.jsonl missing)")
+    corpus = {}
+    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            corpus[str(doc["_id"])] = (doc.get("title") or "", doc.get("text") or "")
+    qrels: dict[str, set[str]] = {}
+    with open(folder / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            if int(row["score"]) > 0:
+                qrels.setdefault(str(row["query-id"]), set()).add(str(row["corpus-id"]))
+    queries = {}
+    with open(folder / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            q = json.loads(line)
+            if str(q["_id"]) in qrels:
+                queries[str(q["_id"])] = q["text"]
+    return RetrievalDataset(folder.name, corpus, queries, qrels)
+
+
+def parse_abstract(field: str) -> str:
+    """The zip prints the sentence list without commas; `literal_eval` would glue sentences."""
+    tokens = tokenize.generate_tokens(io.StringIO(field).readline)
+    return " ".join(ast.literal_eval(t.string) for t in tokens if t.type == tokenize.STRING)
+
+
+def load_scifact(zip_path: str | Path | None = None, split: str = "test") -> RetrievalDataset:
+    """SciFact from the CSV zip: BEIR test = claims_validation.csv (300 queries, 339 qrels)."""
+    zip_path = Path(zip_path) if zip_path else DEFAULT_SCIFACT_ZIP
+    if not zip_path.is_file():
+        raise DatasetUnavailable(
+            f"SciFact zip not found at {zip_path.resolve()}; pass its path "
+            "(the project keeps it at ../shared/data/scifact.zip)")
+    claims_file = {"test": "claims_validation.csv", "train": "claims_train.csv"}[split]
+    with zipfile.ZipFile(zip_path) as z:
+        corpus = {row["doc_id"]: (row["title"], parse_abstract(row["abstract"]))
+                  for row in _csv_rows(z, "corpus_train.csv")}
+        queries, qrels = {}, {}
+        for row in _csv_rows(z, claims_file):
+            cited = set(re.findall(r"\d+", row["cited_doc_ids"]))
+            if cited:
+                queries[row["id"]] = row["claim"]
+                qrels.setdefault(row["id"], set()).update(cited)
+    return RetrievalDataset("scifact", corpus, queries, qrels)
+
+
+def _csv_rows(z: zipfile.ZipFile, name: str):
+    with z.open(name) as raw:
+        yield from csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+def ndcg_at_k(ranked: Sequence[str], relevant: set[str], k: int = 10) -> float:
+    dcg = sum(1.0 / math.log2(rank + 2) for rank, d in enumerate(ranked[:k]) if d in relevant)
+    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(len(relevant), k)))
+    return dcg / ideal if ideal else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int = 100) -> float:
+    return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
+
+
+# ---- encoding and search ---------------------------------------------------------------------
+
+def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 64,
+                 max_seq_len: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
+    """Mean-pooled, L2-normalised embeddings from a plain transformers encoder.
+
+    Texts go through in order of length, so each batch pads to similar lengths (on SciFact
+    this roughly halves the work); the rows come back in input order.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                              max_length=max_seq_len, return_tensors="pt").to(device)
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[idx] = F.normalize(pooled.float(), dim=-1).cpu().numpy()
+    return out
+
+
+def search(queries: np.ndarray, docs: np.ndarray, k: int = 100,
+           chunk: int = 50_000) -> np.ndarray:
+    """Exact inner-product top-k, docs in chunks, merged; returns [n_queries, k] doc indices."""
+    q = torch.from_numpy(queries)
+    best_scores = torch.full((len(q), 0), float("-inf"))
+    best_index = torch.zeros((len(q), 0), dtype=torch.long)
+    for start in range(0, len(docs), chunk):
+        scores = q @ torch.from_numpy(docs[start:start + chunk]).T
+        top = scores.topk(min(k, scores.size(1)), dim=1)
+        best_scores = torch.cat([best_scores, top.values], dim=1)
+        best_index = torch.cat([best_index, top.indices + start], dim=1)
+        keep = best_scores.topk(min(k, best_scores.size(1)), dim=1).indices
+        best_scores, best_index = best_scores.gather(1, keep), best_index.gather(1, keep)
+    return best_index.numpy()
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+class DimScore(BaseModel):
+    dim: int
+    ndcg_at_10: float
+    recall_at_100: float
+
+
+class EvalReport(BaseModel):
+    model: str
+    dataset: str
+    n_queries: int
+    n_docs: int
+    query_prefix: str
+    document_format: str
+    scores: list[DimScore]
+    seconds: float
+
+    def to_markdown(self) -> str:
+        lines = [f"**{self.model}** on {self.dataset} ({self.n_queries} queries, "
+                 f"{self.n_docs} docs, {self.seconds:.0f} s)", "",
+                 "| dim | nDCG@10 | Recall@100 |", "|---:|---:|---:|"]
+        lines += [f"| {s.dim} | {s.ndcg_at_10:.4f} | {s.recall_at_100:.4f} |"
+                  for s in self.scores]
+        return "\n".join(lines)
+
+
+def compare_markdown(base: EvalReport, tuned: EvalReport) -> str:
+    """Side-by-side nDCG@10 / Recall@100 per dim, with the change."""
+    lines = [f"{base.dataset}: `{base.model}` (base) vs `{tuned.model}` (fine-tuned)", "",
+             "| dim | nDCG@10 base | nDCG@10 tuned | Δ | R@100 base | R@100 tuned | Δ |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    base_by_dim = {s.dim: s for s in base.scores}
+    for t in tuned.scores:
+        b = base_by_dim.get(t.dim)
+        if b is None:
+            continue
+        lines.append(f"| {t.dim} | {b.ndcg_at_10:.4f} | {t.ndcg_at_10:.4f} | "
+                     f"{t.ndcg_at_10 - b.ndcg_at_10:+.4f} | {b.recall_at_100:.4f} | "
+                     f"{t.recall_at_100:.4f} | {t.recall_at_100 - b.recall_at_100:+.4f} |")
+    return "\n".join(lines)
+
+
+def _saved_settings(path: Path) -> tuple[dict, int | None]:
+    """Prompts and max_seq_length a sentence-transformers folder records, if any."""
+    prompts, max_len = {}, None
+    if (path / "config_sentence_transformers.json").exists():
+        prompts = json.loads((path / "config_sentence_transformers.json").read_text()).get(
+            "prompts") or {}
+    if (path / "sentence_bert_config.json").exists():
+        max_len = json.loads((path / "sentence_bert_config.json").read_text()).get(
+            "max_seq_length")
+    return prompts, max_len
+
+
+def evaluate(
+    encoder: str | Path | torch.nn.Module,
+    dataset: RetrievalDataset,
+    dims: Sequence[int] | None = None,
+    query_prefix: str | None = None,
+    document_format: str | None = None,
+    batch_size: int = 64,
+    max_seq_len: int | None = None,
+    device: str = "cpu",
+) -> EvalReport:
+    """Embed corpus and queries, search exactly, score at each dim (None = full size only).
+
+    `encoder` is a model folder or a DualEncoder. When `query_prefix` / `document_format` are
+    None they come from the folder's saved `prompts` (query prefix; document prefix + text),
+    else the BEIR default: the raw query and "{title} {text}".
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    start = time.perf_counter()
+    if isinstance(encoder, (str, Path)):
+        path = Path(encoder)
+        prompts, saved_len = _saved_settings(path)
+        model = AutoModel.from_pretrained(str(path)).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        name = path.name if path.name != "model" else path.parent.name
+    else:  # a DualEncoder from gecko_factory.train.model
+        model, tokenizer = encoder.backbone, encoder.tokenizer
+        prompts, saved_len, name = {}, encoder.max_seq_len, type(encoder).__name__
+    max_seq_len = max_seq_len or saved_len or 256
+    if query_prefix is None:
+        query_prefix = prompts.get("query", "")
+    if document_format is None:
+        document_format = (prompts["document"].replace("title: none", "title: {title}") +
+                           "{text}") if "document" in prompts else "{title} {text}"
+
+    doc_ids = list(dataset.corpus)
+    no_title = "none" if "title:" in document_format else ""  # Gecko's format says "none"
+    doc_texts = [document_format.format(title=t or no_title, text=x).strip()
+                 for t, x in dataset.corpus.values()]
+    query_ids = [q for q in dataset.queries if dataset.qrels.get(q)]
+    query_texts = [query_prefix + dataset.queries[q] for q in query_ids]
+    doc_emb = encode_texts(model, tokenizer, doc_texts, batch_size, max_seq_len, device)
+    query_emb = encode_texts(model, tokenizer, query_texts, batch_size, max_seq_len, device)
+
+    scores = []
+    for dim in dims or [doc_emb.shape[1]]:
+        d = _truncate(doc_emb, dim)
+        q = _truncate(query_emb, dim)
+        top = search(q, d, k=100)
+        ranked = [[doc_ids[j] for j in row] for row in top]
+        rel = [dataset.qrels[qid] for qid in query_ids]
+        scores.append(DimScore(
+            dim=dim,
+            ndcg_at_10=float(np.mean([ndcg_at_k(r, s, 10) for r, s in zip(ranked, rel)])),
+            recall_at_100=float(np.mean([recall_at_k(r, s, 100) for r, s in zip(ranked, rel)]))))
+    return EvalReport(model=name, dataset=dataset.name, n_queries=len(query_ids),
+                      n_docs=len(doc_ids), query_prefix=query_prefix,
+                      document_format=document_format, scores=scores,
+                      seconds=time.perf_counter() - start)
+
+
+def _truncate(x: np.ndarray, dim: int) -> np.ndarray:
+    x = x[:, :dim]
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12))
+
+
+if __name__ == "__main__":  # python -m gecko_factory.evaluate MODEL_DIR [SCIFACT_ZIP]
+    import sys
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO)
+    report = evaluate(sys.argv[1], load_scifact(sys.argv[2] if len(sys.argv) > 2 else None),
+                      dims=[int(d) for d in os.environ.get("DIMS", "").split(",") if d] or None)
+    sys.stdout.write(report.to_markdown() + "\n")
