@@ -12,9 +12,9 @@ export HF_HUB_OFFLINE ?= 1
 
 # make run: the main job on the embedded defaults (see README for what it makes and how long).
 RUN_OUT ?= runs/sample
-RUN_ARGS ?= --limit 24 --candidates 6 --shard-size 8
+RUN_ARGS ?= --limit 12 --candidates 5 --shard-size 4
 
-.PHONY: setup run test test-fast bench inspect clean
+.PHONY: setup run test test-fast bench inspect train eval clean
 setup: $(VENV)/.stamp-llama $(VENV)/.stamp-model
 
 $(VENV)/.stamp-venv:
@@ -48,6 +48,13 @@ run: setup
 inspect: $(VENV)/.stamp-project
 	$(BIN)/gecko-factory inspect $(RUN_OUT)
 
+# Fine-tune all-MiniLM-L6-v2 on the run `make run` wrote, then compare base vs tuned on SciFact.
+train: $(VENV)/.stamp-project
+	$(BIN)/gecko-factory train $(RUN_OUT) --out models/latest $(TRAIN_ARGS)
+
+eval: $(VENV)/.stamp-project
+	$(BIN)/gecko-factory eval $(or $(MODEL),all-MiniLM-L6-v2)
+
 test: setup
 	$(BIN)/pytest -q
 
@@ -59,4 +66,4 @@ bench: setup
 	$(BIN)/python bench/e2e.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs models .pytest_cache

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -128,6 +129,56 @@ def resume(
         max_tokens=max_tokens)
 
 
+@app.command("train")
+def train_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="FRet run folders to train on"),
+    out: Path = typer.Option(Path("models/latest"), help="output folder (sentence-transformers format)"),
+    base_model: Optional[str] = typer.Option(None, help="local model folder (default all-MiniLM-L6-v2)"),
+    epochs: int = typer.Option(1),
+    batch_size: int = typer.Option(32, help="queries per contrastive batch"),
+    lr: float = typer.Option(2e-5),
+    dims: Optional[str] = typer.Option(None, help="Matryoshka dims, e.g. 384,256,128,64"),
+    max_steps: Optional[int] = typer.Option(None),
+    pairing: str = typer.Option("llm", help="llm (FRet p+/p-) | seed_random (the Gecko ablation)"),
+    evaluate_scifact: bool = typer.Option(True, "--eval/--no-eval", help="SciFact base vs tuned"),
+) -> None:
+    """Fine-tune an embedding model on FRet data, then compare it with its base on SciFact."""
+    _quiet_prefect()
+    from flows.train import train_flow
+
+    for d in run_dirs:
+        _require_run(d)
+    result = train_flow(run_dirs=[str(d) for d in run_dirs], out_dir=str(out), base_model=base_model,
+                        epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps,
+                        dims=[int(x) for x in dims.split(",")] if dims else None, pairing=pairing,
+                        evaluate_scifact=evaluate_scifact)
+    t = result["train"]
+    Console().print(f"trained {t['steps']} steps on {t['n_train']:,} examples in {t['seconds']:.0f}s "
+                    f"({t['examples_per_second']:.1f} examples/s) → {t['out_dir']}")
+    if "eval" in result:
+        Console().print(result["eval"]["table"], markup=False)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="model folder, or all-MiniLM-L6-v2"),
+    scifact_zip: Optional[Path] = typer.Option(None, help="default: ../shared/data/scifact.zip"),
+    dims: Optional[str] = typer.Option(None, help="Matryoshka dims, e.g. 384,256,128,64"),
+) -> None:
+    """BEIR SciFact test retrieval: nDCG@10 and Recall@100 per dim (exact search)."""
+    from gecko_factory.embed import resolve_encoder_path
+    from gecko_factory.evaluate import DatasetUnavailable, evaluate, load_scifact
+
+    try:
+        dataset = load_scifact(scifact_zip)
+    except DatasetUnavailable as exc:
+        console.print(f"[yellow]skipped:[/yellow] {exc}")
+        raise typer.Exit(0)
+    path = resolve_encoder_path(model) if model == "all-MiniLM-L6-v2" else Path(model)
+    report = evaluate(path, dataset, dims=[int(x) for x in dims.split(",")] if dims else None)
+    Console().print(report.to_markdown(), markup=False)
+
+
 def _require_run(run_dir: Path) -> None:
     if not (run_dir / "plan.json").exists():
         console.print(f"[red]error:[/red] {run_dir} is not a run folder (no plan.json)")
@@ -177,12 +228,14 @@ def inspect(run_dir: Path, examples: int = typer.Option(3, help="examples to sho
     df = pl.read_parquet(files)
     by_type = df.group_by("task_type").len().sort("len", descending=True)
     Console().print("task types: " + ", ".join(f"{t}={n}" for t, n in by_type.iter_rows()))
+    out = Console()
     for row in df.head(examples).iter_rows(named=True):
-        Console().print(f"\n[bold]{row['task_type']}[/bold] — {row['task']}\n"
-                        f"  query:    {row['query']}\n"
-                        f"  positive: [{row['positive_id']}] {row['positive_text'][:160]}…\n"
-                        f"  negative: [{row['negative_id']}] {row['negative_text'][:160]}…\n"
-                        f"  relabelled: {row['relabelled']}")
+        # Texts and ids are data, not rich markup: "[8fa8…]" would be eaten as a style tag.
+        out.print(f"\n[bold]{escape(row['task_type'])}[/bold] — {escape(row['task'])}")
+        out.print(f"  query:    {row['query']}", markup=False)
+        out.print(f"  positive: [{row['positive_id']}] {row['positive_text'][:160]}…", markup=False)
+        out.print(f"  negative: [{row['negative_id']}] {row['negative_text'][:160]}…", markup=False)
+        out.print(f"  relabelled: {row['relabelled']}", markup=False)
 
 
 def main() -> None:  # pragma: no cover - console script entry

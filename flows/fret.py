@@ -44,6 +44,8 @@ def fret_flow(
     cache: str = "on",
     budget_usd: float | None = None,
     max_tokens: int | None = None,
+    train_after: bool = False,
+    train_params: dict | None = None,
 ) -> dict:
     t0 = time.perf_counter()
     settings = LLMSettings()
@@ -55,7 +57,37 @@ def fret_flow(
         prompt_versions=prompt_versions(),
     )
     with run_lock(Path(run_dir)):  # one writer per run folder
-        return _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0)
+        manifest = _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0)
+    if train_after and not manifest.get("stopped"):
+        manifest["training"] = trigger_training(run_dir, train_params or {})
+    return manifest
+
+
+TRAIN_DEPLOYMENT = "train/train"
+
+
+def trigger_training(run_dir: str, train_params: dict) -> dict:
+    """The `train` deployment when one exists (it runs on the GPU pool), else a subflow here.
+
+    The idempotency key is this flow run's id: a retried FRet run does not train twice."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import get_run_context
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    params = {**train_params, "run_dirs": [str(Path(run_dir).resolve())]}
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(TRAIN_DEPLOYMENT)
+        except ObjectNotFound:
+            from flows.train import train_flow
+
+            get_run_logger().info("no %s deployment: training as a subflow", TRAIN_DEPLOYMENT)
+            return {"mode": "subflow", "result": train_flow(**params)}
+    run_id = get_run_context().flow_run.id
+    flow_run = run_deployment(TRAIN_DEPLOYMENT, parameters=params, timeout=0,
+                              idempotency_key=f"train-after-{run_id}")
+    return {"mode": "deployment", "flow_run_id": str(flow_run.id)}
 
 
 def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, cache: str,

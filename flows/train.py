@@ -1,0 +1,38 @@
+"""The training flow: fine-tune an encoder on FRet run folders, then evaluate base vs tuned.
+
+Runs on its own (`gecko-factory train`), as a subflow at the end of the FRet flow, or as the
+`train` deployment on a GPU work pool that the FRet flow triggers with `run_deployment`.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.train_tasks import base_model_of, eval_task, report_task, resolved, train_task
+
+
+@flow(name="train", log_prints=False)
+def train_flow(
+    run_dirs: list[str],
+    out_dir: str = "models/latest",
+    base_model: str | None = None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    dims: list[int] | None = None,
+    max_steps: int | None = None,
+    pairing: str = "llm",
+    evaluate_scifact: bool = True,
+    scifact_zip: str | None = None,
+) -> dict:
+    config = {"base_model": base_model, "out_dir": resolved(out_dir), "epochs": epochs,
+              "batch_size": batch_size, "lr": lr, "dims": dims, "max_steps": max_steps,
+              "pairing": pairing}
+    result = train_task([resolved(d) for d in run_dirs], config)
+    out = {"train": result}
+    if evaluate_scifact:
+        base = eval_task(base_model_of(config), scifact_zip, dims)
+        tuned = eval_task(result["out_dir"], scifact_zip, dims)
+        if base and tuned:
+            out["eval"] = {"base": base, "tuned": tuned, "table": report_task(base, tuned)}
+    return out

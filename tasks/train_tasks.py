@@ -1,0 +1,54 @@
+"""Prefect tasks around training and evaluation. Paths in, small dicts out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from gecko_factory.evaluate import DatasetUnavailable, EvalReport, compare_markdown, evaluate, load_scifact
+from gecko_factory.train.train import TrainConfig, train
+
+
+@task(name="train-encoder", cache_policy=NO_CACHE, tags=["train", "gpu"])
+def train_task(run_dirs: list[str], config: dict, resume: bool = True) -> dict:
+    """Resumes from the folder's checkpoint when there is one (a retried task continues)."""
+    result = train(TrainConfig.model_validate(config), run_dirs, resume=resume)
+    get_run_logger().info("trained %d steps on %d examples in %.0fs (%.1f examples/s)",
+                          result.steps, result.n_train, result.seconds, result.examples_per_second)
+    create_table_artifact(
+        key="train-loss", description="training and validation loss by step",
+        table=[{"step": s, "train_loss": round(v, 5)} for s, v in result.train_loss],
+    )
+    return result.model_dump()
+
+
+@task(name="evaluate-encoder", cache_policy=NO_CACHE, tags=["eval"])
+def eval_task(model: str, scifact_zip: str | None, dims: list[int] | None) -> dict | None:
+    """SciFact test nDCG@10 / Recall@100; None (with a warning) when the data is not here."""
+    try:
+        dataset = load_scifact(scifact_zip)
+    except DatasetUnavailable as exc:
+        get_run_logger().warning("evaluation skipped: %s", exc)
+        return None
+    return evaluate(model, dataset, dims=dims).model_dump()
+
+
+@task(name="report-eval", cache_policy=NO_CACHE, tags=["eval"])
+def report_task(base: dict, tuned: dict) -> str:
+    table = compare_markdown(EvalReport.model_validate(base), EvalReport.model_validate(tuned))
+    create_markdown_artifact(key="eval-scifact", markdown=table,
+                             description="BEIR SciFact test: base model vs fine-tuned")
+    return table
+
+
+def base_model_of(config: dict) -> str:
+    from gecko_factory.train.train import base_model_path
+
+    return base_model_path(TrainConfig.model_validate(config))
+
+
+def resolved(path: str) -> str:
+    return str(Path(path).resolve())
