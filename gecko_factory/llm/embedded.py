@@ -34,7 +34,7 @@ class EmbeddedServerError(RuntimeError):
     """The embedded server could not be started."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # Bind port 0 so the kernel picks a free one; a tiny race until the child binds it is
     # acceptable on a loopback address.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -87,7 +87,7 @@ class EmbeddedServer:
             from gecko_factory.llm.model_files import ensure_model
 
             self.model_path = ensure_model()
-        self.port = _free_port()
+        self.port = free_port()
         logs = gecko_home() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"embedded-llm-{time.strftime('%Y%m%d-%H%M%S')}-{self.port}.log"
