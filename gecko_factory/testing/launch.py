@@ -15,10 +15,13 @@ class ScriptedServer:
     """`with ScriptedServer(latency_ms=50) as srv: srv.base_url` — stopped on exit."""
 
     def __init__(self, latency_ms: float = 0.0, startup_timeout_s: float = 30.0,
-                 fault_rate: float = 0.0, fault_seed: int = 0, fault_sleep_s: float = 3.0):
+                 fault_rate: float = 0.0, fault_seed: int = 0, fault_sleep_s: float = 3.0,
+                 prompt_logprobs: bool = True):
         self.latency_ms = latency_ms
         self.fault_args = ["--fault-rate", str(fault_rate), "--fault-seed", str(fault_seed),
                            "--fault-sleep-s", str(fault_sleep_s)]
+        if not prompt_logprobs:
+            self.fault_args.append("--no-prompt-logprobs")
         self.timeout = startup_timeout_s
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"

@@ -98,8 +98,9 @@ FAULTS = ("429", "500", "timeout", "malformed", "truncated")
 
 class ScriptedLLM:
     def __init__(self, latency_ms: float = 0.0, model: str = "scripted", fault_rate: float = 0.0,
-                 fault_seed: int = 0, fault_sleep_s: float = 3.0):
+                 fault_seed: int = 0, fault_sleep_s: float = 3.0, prompt_logprobs: bool = True):
         self.latency = latency_ms / 1000
+        self.prompt_logprobs = prompt_logprobs  # False: like OpenAI's chat models, no echo
         self.model = model
         self.counts: Counter = Counter()
         self.fault_rate = fault_rate
@@ -191,6 +192,9 @@ class ScriptedLLM:
         if not isinstance(prompt, str):
             return JSONResponse({"error": {"message": "prompt must be a string",
                                            "type": "invalid_request_error"}}, status_code=400)
+        if body.get("echo") and not self.prompt_logprobs:
+            return JSONResponse({"error": {"message": "echo is not supported for this model",
+                                           "type": "invalid_request_error"}}, status_code=400)
         tokens, logprobs, offsets = prompt_scores(prompt)
         gen = " Yes" if (body.get("max_tokens") or 0) > 0 else ""
         choice: dict = {"index": 0, "finish_reason": "length", "text": gen, "logprobs": None}
@@ -243,9 +247,10 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--fault-sleep-s", type=float, default=3.0)
+    parser.add_argument("--no-prompt-logprobs", action="store_true", help="refuse echo, as OpenAI does")
     args = parser.parse_args()
     llm = ScriptedLLM(args.latency_ms, fault_rate=args.fault_rate, fault_seed=args.fault_seed,
-                      fault_sleep_s=args.fault_sleep_s)
+                      fault_sleep_s=args.fault_sleep_s, prompt_logprobs=not args.no_prompt_logprobs)
     uvicorn.run(llm.app(), host=args.host, port=args.port,
                 log_level="warning", access_log=False)
 

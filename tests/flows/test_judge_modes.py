@@ -1,0 +1,42 @@
+"""Gecko's two-prompt judge, and RC-only judging against a server without prompt log-probs."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from gecko_factory.testing.launch import ScriptedServer
+
+
+def _rows(run_dir) -> pl.DataFrame:
+    return pl.read_parquet(sorted((run_dir / "shards").glob("part-*.parquet")))
+
+
+def test_two_prompt_judge_costs_1_plus_2n_calls(tmp_path, small_corpus, prefect_harness, llm_env):
+    from flows.fret import fret_flow
+
+    m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=6, candidates=4,
+                  shard_size=6, judge_mode="two_prompt")
+    assert m["judge_mode"] == ["two_prompt"] and m["counts"]["examples"] == 6
+    assert m["llm_usage"]["calls"] == 6 * (1 + 2 * 4)
+    df = _rows(tmp_path / "run")
+    assert (df["judge_mode"] == "two_prompt").all()
+    assert all(c["ql"] is not None and c["rc"] is not None for cands in df["candidates"] for c in cands)
+
+
+def test_server_without_prompt_logprobs_runs_rc_only_and_says_so(tmp_path, small_corpus, prefect_harness,
+                                                                 monkeypatch, caplog):
+    from flows.fret import fret_flow
+
+    with ScriptedServer(prompt_logprobs=False) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
+        m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=6, candidates=4,
+                      shard_size=6)
+    assert m["judge_mode"] == ["rc_only"] and m["judge_mode_used"] == "rc_only"
+    assert "RC-only" in caplog.text
+    df = _rows(tmp_path / "run")
+    assert (df["judge_mode"] == "rc_only").all()
+    for row in df.iter_rows(named=True):
+        assert all(c["ql"] is None for c in row["candidates"])
+        best = max(row["candidates"], key=lambda c: (c["rc"], -c["retrieval_rank"]))
+        assert row["positive_id"] == best["id"]
