@@ -108,7 +108,7 @@ def test_kill_9_at_random_points_then_rerun(tmp_path, corpus, reference, prefect
     _, ref, ref_calls = reference
     rng = random.Random(1234)
     trials = []
-    with ScriptedServer(latency_ms=60) as server:
+    with ScriptedServer(latency_ms=120) as server:
         env = _env(server, PREFECT_API_URL=PREFECT_API_URL.value())
         t0 = time.monotonic()
         full = _cli(tmp_path / "timing", corpus, env)
