@@ -15,7 +15,7 @@ from pathlib import Path
 from gecko_factory import __version__
 from gecko_factory.llm.budget import cost_usd
 from gecko_factory.plan import RunPlan
-from gecko_factory.shards import atomic_write_json, done_marker, failed_file, hash_ids, shard_file
+from gecko_factory.shards import ShardMarker, atomic_write_json, done_marker, failed_file, hash_ids, shard_file
 
 USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "retries", "failed_calls", "cache_hits")
 
@@ -25,18 +25,22 @@ class ShardState:
     shard: int
     state: str  # done | failed | pending
     seeds: int
-    rows: int | None = None
+    marker: ShardMarker | None = None  # set when done
     error: str | None = None
 
+    @property
+    def rows(self) -> int | None:
+        return self.marker.rows if self.marker else None
 
-def shard_states(run_dir: Path) -> list[ShardState]:
+
+def shard_states(run_dir: Path, plan: RunPlan | None = None) -> list[ShardState]:
     """Every planned shard as done (marker matches), failed (last attempt raised) or pending."""
-    plan = RunPlan.load(run_dir)
+    plan = plan or RunPlan.load(run_dir)
     states = []
     for shard, seeds in enumerate(plan.shards):
         marker = done_marker(run_dir, shard, hash_ids(seeds), plan.config_hash)
         if marker is not None:
-            states.append(ShardState(shard, "done", len(seeds), marker.rows))
+            states.append(ShardState(shard, "done", len(seeds), marker))
             continue
         try:
             failure = json.loads(failed_file(run_dir, shard).read_text())
@@ -56,11 +60,11 @@ def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[dict, list
     done, pending, per_shard = [], [], []
     examples = relabelled = pending_seeds = 0
     judge_modes: set[str] = set()
-    for shard, seeds in enumerate(plan.shards):
-        marker = done_marker(run_dir, shard, hash_ids(seeds), plan.config_hash)
-        if marker is None:
+    for state in shard_states(run_dir, plan):
+        shard, marker = state.shard, state.marker
+        if marker is None:  # failed or pending: not (yet) part of the data set
             pending.append(shard)
-            pending_seeds += len(seeds)
+            pending_seeds += state.seeds
             continue
         done.append(shard)
         examples += marker.rows
