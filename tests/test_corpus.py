@@ -80,3 +80,18 @@ def test_hostile_inputs_are_counted_with_file_and_line(tmp_path):
     assert any(e.startswith(f"{path}:2:") and "utf-8" in e for e in result.errors)
     assert any(e.startswith(f"{path}:3:") and "10,000,000 chars" in e for e in result.errors)
     assert any(e.startswith(f"{path}:4:") and "'text' must be a string" in e for e in result.errors)
+
+
+def test_scifact_abstracts_only(tmp_path):
+    from pathlib import Path
+
+    zip_path = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact.zip"
+    if not zip_path.exists():
+        pytest.skip(f"{zip_path} is not here")
+    result = load_corpus(CorpusSpec(path=f"scifact:{zip_path}", max_chars=100_000))
+    assert len(result.paragraphs) + sum(result.skipped.values()) == 5_183
+    assert len(result.paragraphs) >= 5_100  # a few abstracts are empty or duplicated
+    first = result.paragraphs[0]
+    assert first.id.isdigit() and first.title and ". " in first.text  # sentences not glued
+    with pytest.raises(CorpusError, match="SciFact zip not found"):
+        load_corpus(CorpusSpec(path=f"scifact:{tmp_path / 'none.zip'}"))
