@@ -1,8 +1,8 @@
 """The FRet flow: plan → index → (LLM endpoint) → one task per shard → manifest.
 
 The flow only sequences tasks and passes paths and small dicts; the data stays on disk. Shards
-run `shard_workers` at a time on Prefect's thread-pool task runner, each fanning its paragraphs
-out with asyncio; a failed shard does not stop the others, and the run ends Failed with the list
+run two at a time on Prefect's thread-pool task runner, each fanning its paragraphs out with
+asyncio on the process's one LLM event loop (gecko_factory.llm.runtime); a failed shard does not stop the others, and the run ends Failed with the list
 of failed shards (a rerun on the same folder redoes only those).
 """
 
