@@ -35,6 +35,7 @@ def fret_flow(
     run_dir: str = "runs/latest",
     corpus: str = "sample",
     limit: int | None = None,
+    seed_ids_file: str | None = None,
     candidates: int = 20,
     shard_size: int = 256,
     judge_mode: str = "one_pass",
@@ -53,6 +54,7 @@ def fret_flow(
     config = FretConfig(
         corpus=CorpusSpec(path=corpus), limit=limit, candidates=candidates, shard_size=shard_size,
         judge_mode=judge_mode, negative=negative, seed=seed, llm_model=settings.model,
+        seed_ids_file=str(Path(seed_ids_file).resolve()) if seed_ids_file else None,
         prompt_versions=prompt_versions(),
     )
     with run_lock(Path(run_dir)):  # one writer per run folder

@@ -36,6 +36,9 @@ class IndexConfig(BaseModel):
 class FretConfig(BaseModel):
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
     limit: int | None = Field(default=None, ge=1, description="number of seed paragraphs (None: all)")
+    seed_ids_file: str | None = Field(
+        default=None, description="seeds only from the paragraph ids in this file, one per line "
+        "(an incremental refresh passes the new and changed paragraphs)")
     seed: int = Field(default=0, description="seed of the seed sample, task types and negatives")
     shard_size: int = Field(default=256, ge=1, description="seed paragraphs per shard")
     candidates: int = Field(default=20, ge=2, description="N: neighbours judged per query (Gecko: 20)")
@@ -54,7 +57,9 @@ class FretConfig(BaseModel):
     prompt_versions: dict[str, str] = Field(default_factory=dict)  # filled from the templates
 
     def output_hash(self) -> str:
-        """sha256 of everything that shapes the examples (see the module docstring)."""
-        payload = self.model_dump(mode="json", exclude={"limit", "shard_size"})
+        """sha256 of everything that shapes the examples (see the module docstring).
+
+        Which seeds (limit, seed_ids_file) and how they are sliced do not change any example."""
+        payload = self.model_dump(mode="json", exclude={"limit", "shard_size", "seed_ids_file"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -77,6 +77,8 @@ def plan_run(config: FretConfig, run_dir: Path, force: bool = False) -> RunPlan:
 
     # A seeded shuffle, so a --limit sample spreads over the corpus instead of its first letters.
     ids = [p.id for p in corpus.paragraphs]
+    if config.seed_ids_file:
+        ids = restrict_to(ids, Path(config.seed_ids_file))
     random.Random(config.seed).shuffle(ids)
     seeds = ids[: config.limit] if config.limit else ids
     shards = [seeds[i : i + config.shard_size] for i in range(0, len(seeds), config.shard_size)]
@@ -89,6 +91,16 @@ def plan_run(config: FretConfig, run_dir: Path, force: bool = False) -> RunPlan:
     tmp.replace(corpus_path)
     plan.save(run_dir)
     return plan
+
+
+def restrict_to(ids: list[str], seed_ids_file: Path) -> list[str]:
+    """The corpus ids listed in `seed_ids_file`, in corpus order; an id not in the corpus is an error."""
+    wanted = {line.strip() for line in seed_ids_file.read_text().splitlines() if line.strip()}
+    missing = wanted.difference(ids)
+    if missing:
+        raise ValueError(f"{seed_ids_file}: {len(missing)} ids are not in the corpus, e.g. "
+                         f"{sorted(missing)[:3]}")
+    return [i for i in ids if i in wanted]
 
 
 @lru_cache(maxsize=2)
