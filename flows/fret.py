@@ -1,19 +1,24 @@
 """The FRet flow: plan → index → (LLM endpoint) → one task per shard → manifest.
 
 The flow only sequences tasks and passes paths and small dicts; the data stays on disk. Shards
-run two at a time on Prefect's thread-pool task runner, each fanning its paragraphs out with
-asyncio on the process's one LLM event loop (gecko_factory.llm.runtime); a failed shard does not stop the others, and the run ends Failed with the list
-of failed shards (a rerun on the same folder redoes only those).
+run two at a time on Prefect's thread-pool task runner (or on a Dask cluster: `task_runner`),
+each fanning its paragraphs out with asyncio on its process's one LLM event loop
+(gecko_factory.llm.runtime); a failed shard does not stop the others, and the run ends Failed
+with the list of failed shards (a rerun on the same folder redoes only those). The run's
+progress, shard table and data-set card are Prefect artifacts (tasks/artifacts.py).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.context import FlowRunContext
+from prefect.futures import as_completed
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from gecko_factory.config import FretConfig
 from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
@@ -21,6 +26,7 @@ from gecko_factory.fret import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
+from tasks.artifacts import ShardProgress, publish_task
 from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_task
 from tasks.llm_endpoint import llm_endpoint
 
@@ -47,8 +53,13 @@ def fret_flow(
     max_tokens: int | None = None,
     train_after: bool = False,
     train_params: dict | None = None,
+    task_runner: str = "threads",
 ) -> dict:
+    """`task_runner`: where shard tasks run — "threads" (this process, two at a time), "dask" (a
+    local cluster of two worker processes) or a Dask scheduler address (tcp://host:port or
+    dask://host:port). Remote workers need the project installed and the same LLM environment."""
     t0 = time.perf_counter()
+    dask_address(task_runner)  # a bad value fails before any work
     settings = LLMSettings()
     corpus = absolute_corpus(corpus)  # `resume` may run from another folder
     config = FretConfig(
@@ -58,13 +69,38 @@ def fret_flow(
         prompt_versions=prompt_versions(),
     )
     with run_lock(Path(run_dir)):  # one writer per run folder
-        manifest = _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0)
+        manifest = _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0,
+                        task_runner)
     if train_after and not manifest.get("stopped"):
         manifest["training"] = trigger_training(run_dir, train_params or {})
     return manifest
 
 
 TRAIN_DEPLOYMENT = "train/train"
+# The "dask" cluster: as many shards at once as the thread pool, each in its own process.
+LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+
+
+def dask_address(spec: str) -> str | None:
+    """None for "threads" and "dask" (a new local cluster), else the scheduler's tcp:// address."""
+    if spec in ("threads", "dask"):
+        return None
+    if spec.startswith("dask://"):
+        return "tcp://" + spec.removeprefix("dask://")
+    if spec.startswith("tcp://"):
+        return spec
+    raise ValueError(f"task_runner {spec!r}: expected threads, dask, tcp://HOST:PORT or dask://HOST:PORT")
+
+
+def shard_runner(spec: str) -> AbstractContextManager[TaskRunner]:
+    """The task runner for the shard tasks. Prefect fixes a flow's own runner in its decorator, so
+    Dask is a runner entered here for the shards only; plan, index and probe stay in the flow."""
+    if spec == "threads":
+        return nullcontext(FlowRunContext.get().task_runner)
+    from prefect_dask import DaskTaskRunner
+
+    address = dask_address(spec)
+    return DaskTaskRunner(address=address) if address else DaskTaskRunner(cluster_kwargs=LOCAL_CLUSTER)
 
 
 def absolute_corpus(corpus: str) -> str:
@@ -101,7 +137,7 @@ def trigger_training(run_dir: str, train_params: dict) -> dict:
 
 
 def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, cache: str,
-         limits: tuple[float | None, int | None], t0: float) -> dict:
+         limits: tuple[float | None, int | None], t0: float, task_runner: str) -> dict:
     logger = get_run_logger()
     judge_mode = config.judge_mode
     invocation = uuid.uuid4().hex
@@ -109,12 +145,21 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, c
     index = index_task(run_dir)
     with llm_endpoint(settings) as base_url:
         mode = probe_task(base_url, judge_mode)
-        futures = [
-            shard_task.with_options(task_run_name=f"shard-{shard:05d}").submit(
-                run_dir, shard, base_url, index["path"], mode, cache, invocation, *limits)
-            for shard in range(plan["shards"])
-        ]
-        states = [f.wait() or f.state for f in futures]
+        progress = ShardProgress(run_dir, plan["shards"])
+        with shard_runner(task_runner) as runner:
+            futures = {
+                runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}"), parameters=dict(
+                    run_dir=run_dir, shard=shard, base_url=base_url, index_path=index["path"],
+                    judge_mode=mode, cache=cache, invocation=invocation, budget_usd=limits[0],
+                    max_tokens=limits[1])): shard
+                for shard in range(plan["shards"])
+            }
+            for future in as_completed(list(futures)):
+                future.wait()
+                progress.finished(future.state.is_completed())
+                logger.info("shard %05d %s (%d of %d shards done)", futures[future],
+                            future.state.name.lower(), progress.done, progress.total)
+            states = [f.state for f in futures]  # in shard order
     stopped = [i for i, s in enumerate(states)
                if not s.is_completed() and isinstance(s.result(raise_on_failure=False), BudgetExhausted)]
     failed = {shard: s.message or s.name for shard, s in enumerate(states)
@@ -129,6 +174,7 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, c
         "failed_shards": {str(k): v for k, v in failed.items()},
         "stopped": stop_reason,
     })
+    publish_task(run_dir)  # also for a failed or stopped run: that is when one looks at it
     if failed:
         for shard, why in failed.items():
             logger.error("shard %05d failed: %s", shard, why)

@@ -1,0 +1,83 @@
+"""The FRet run's Prefect artifacts, read back from the API and checked against stats.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.artifacts import CARD_KEY, PROGRESS_KEY, SHARDS_KEY
+
+KEY = "sk-artifacts-0123456789ABCDEFGHIJKLMNOPQRSTUV"
+
+
+@pytest.fixture(scope="module")
+def artifact_run(tmp_path_factory, wiki_sample, scripted_server, prefect_harness):
+    import os
+
+    from flows.fret import fret_flow
+
+    corpus = tmp_path_factory.mktemp("art") / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in wiki_sample[:20]))
+    run_dir = tmp_path_factory.mktemp("art-run") / "fret"
+    os.environ.update(OPENAI_BASE_URL=scripted_server.base_url, GECKO_LLM_MODEL="scripted",
+                      OPENAI_API_KEY=KEY)
+    try:
+        state = fret_flow(run_dir=str(run_dir), corpus=str(corpus), candidates=4, shard_size=8,
+                          return_state=True)
+    finally:
+        for k in ("OPENAI_BASE_URL", "GECKO_LLM_MODEL", "OPENAI_API_KEY"):
+            os.environ.pop(k)
+    assert state.is_completed(), state
+    return run_dir, state.state_details.flow_run_id
+
+
+def artifacts_of(flow_run_id) -> dict:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: a for a in found}
+
+
+def test_shard_table_matches_stats_json(artifact_run):
+    run_dir, flow_run_id = artifact_run
+    artifacts = artifacts_of(flow_run_id)
+    assert {PROGRESS_KEY, SHARDS_KEY, CARD_KEY} <= set(artifacts)
+    table = artifacts[SHARDS_KEY]
+    assert table.type == "table"
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    stats = json.loads((run_dir / "stats.json").read_text())["shards"]
+    assert len(rows) == len(stats) == 3
+    for row, s in zip(rows, stats):
+        assert row["shard"] == s["file"].removesuffix(".parquet") and row["state"] == "done"
+        assert row["rows"] == s["rows"] and row["skipped"] == sum(s["skipped"].values())
+        assert row["llm_calls"] == s["usage"]["calls"] > 0
+        assert row["prompt_tokens"] == s["usage"]["prompt_tokens"] > 0
+        assert row["cache_hits"] == s["usage"]["cache_hits"] and row["seconds"] == s["seconds"]
+    assert sum(r["rows"] for r in rows) == 20
+
+
+def test_card_and_progress(artifact_run):
+    run_dir, flow_run_id = artifact_run
+    artifacts = artifacts_of(flow_run_id)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    card = artifacts[CARD_KEY].data
+    assert artifacts[CARD_KEY].type == "markdown"
+    rate = manifest["counts"]["relabel_rate"]
+    assert f"| relabel rate (positive ≠ seed) | {rate:.1%} (" in card
+    assert f"| examples | 20 of 20 seeds |" in card and "## Task types" in card
+    assert KEY not in card and "scripted" in card  # the model name, never the key
+    progress = artifacts[PROGRESS_KEY]
+    assert progress.type == "progress" and float(progress.data) == 100.0
+    assert "3 of 3 shards done" in progress.description
+
+
+def test_bad_task_runner_fails_before_any_work(tmp_path, prefect_harness):
+    from flows.fret import fret_flow
+
+    with pytest.raises(ValueError, match="expected threads, dask"):
+        fret_flow(run_dir=str(tmp_path / "run"), task_runner="ray")
+    assert not (tmp_path / "run").exists()
