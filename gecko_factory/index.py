@@ -57,6 +57,16 @@ def index_key(req: IndexRequest, encoder_fingerprint: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def build_hnsw(vectors: np.ndarray, params: IndexConfig, threads: int | None = None) -> hnswlib.Index:
+    """The HNSW graph over `vectors` (row i gets label i), built on every core by default."""
+    index = hnswlib.Index(space=params.space, dim=int(vectors.shape[1]))
+    index.init_index(max_elements=max(len(vectors), 1), ef_construction=params.ef_construction,
+                     M=params.M, random_seed=0)
+    if len(vectors):
+        index.add_items(vectors, np.arange(len(vectors)), num_threads=threads or os.cpu_count() or 1)
+    return index
+
+
 def build_index(req: IndexRequest) -> IndexInfo:
     import time
 
@@ -76,10 +86,7 @@ def build_index(req: IndexRequest) -> IndexInfo:
     vectors = encoder.encode(texts, batch_size=req.batch_size)
     embed_seconds = time.perf_counter() - t0
 
-    index = hnswlib.Index(space=req.params.space, dim=encoder.dim)
-    index.init_index(max_elements=max(len(ids), 1), ef_construction=req.params.ef_construction,
-                     M=req.params.M, random_seed=0)
-    index.add_items(vectors, np.arange(len(ids)), num_threads=os.cpu_count() or 1)
+    index = build_hnsw(vectors, req.params)
 
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

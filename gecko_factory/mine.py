@@ -21,18 +21,23 @@ class Candidate:
     retrieval_rank: int  # 1 = nearest
 
 
+def knn(index: LoadedIndex, query_vectors: np.ndarray, k: int, ef: int) -> np.ndarray:
+    """Labels (row numbers) of the k nearest corpus vectors of each query, nearest first."""
+    with index.lock:
+        index.index.set_ef(max(ef, k))  # ef < k makes hnswlib fail or return fewer
+        labels, _ = index.index.knn_query(query_vectors, k=k, num_threads=os.cpu_count() or 1)
+    return np.asarray(labels)
+
+
 def mine(index: LoadedIndex, query_vectors: np.ndarray, seed_ids: list[str], n: int,
          ef: int) -> list[list[Candidate]]:
     if len(seed_ids) != len(query_vectors):
         raise ValueError("one seed id per query vector")
     if len(seed_ids) == 0:
         return []
-    k = min(n, len(index.ids))
-    with index.lock:
-        index.index.set_ef(max(ef, k))  # ef < k makes hnswlib fail or return fewer
-        labels, _ = index.index.knn_query(query_vectors, k=k, num_threads=os.cpu_count() or 1)
+    labels = knn(index, query_vectors, min(n, len(index.ids)), ef)
     out: list[list[Candidate]] = []
-    for row, seed in zip(np.asarray(labels), seed_ids):
+    for row, seed in zip(labels, seed_ids):
         got = [index.ids[int(i)] for i in row]
         if seed not in got:
             got[-1] = seed
