@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from gecko_factory.train.model import format_document, format_query
+from gecko_factory.versions import VERSION_FILE, version_shards
 
 Pairing = Literal["llm", "seed_random"]
 Split = Literal["train", "validation"]
@@ -47,7 +48,10 @@ class Triples:
 
 
 def shard_files(run_dir: str | Path) -> list[Path]:
-    """Finished shards only: a writer's `*.tmp` file is not data yet."""
+    """Finished shards only: a writer's `*.tmp` file is not data yet. A data-set version
+    (`version.json`) is made of the shards it lists, its own and earlier versions'."""
+    if Path(run_dir, VERSION_FILE).exists():
+        return [path for path, _ in version_shards(Path(run_dir))]
     files = sorted(Path(run_dir, "shards").glob("part-*.parquet"))
     return [f for f in files if ".tmp" not in f.name]
 
@@ -59,6 +63,14 @@ def is_validation(seed_id: str, val_fraction: float) -> bool:
 
 
 def scan_run(run_dir: str | Path) -> pl.LazyFrame:
+    if Path(run_dir, VERSION_FILE).exists():
+        # A version: each listed shard minus its excluded examples (their seed, positive or
+        # negative left the corpus). Per shard, since a redone seed keeps its example id.
+        parts = [pl.scan_parquet(str(path)).select(_LLM_COLUMNS)
+                 .filter(~pl.col("example_id").is_in(sorted(excluded)))
+                 for path, excluded in version_shards(Path(run_dir))]
+        if parts:
+            return pl.concat(parts)
     files = shard_files(run_dir)
     if not files:
         raise FileNotFoundError(f"no finished shards in {Path(run_dir, 'shards')}")
