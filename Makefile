@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 RUN_OUT ?= runs/sample
 RUN_ARGS ?= --limit 12 --candidates 5 --shard-size 4
 
-.PHONY: setup run test test-fast bench inspect train eval clean
+.PHONY: setup run test test-fast bench inspect train eval server server-stop deploy refresh versions clean
 setup: $(VENV)/.stamp-llama $(VENV)/.stamp-model
 
 $(VENV)/.stamp-venv:
@@ -64,6 +64,24 @@ test-fast: $(VENV)/.stamp-project
 
 bench: setup
 	$(BIN)/python bench/e2e.py
+
+# Operations: a local Prefect server (UI at http://127.0.0.1:4200) with a worker per work pool,
+# the deployments of deployments/prefect.yaml, and a refresh by hand.
+server: setup
+	deployments/server.sh
+
+server-stop:
+	deployments/server.sh stop
+
+deploy: $(VENV)/.stamp-project
+	deployments/deploy.sh
+
+DATASET ?= datasets/sample
+refresh: setup
+	$(BIN)/gecko-factory refresh $(DATASET) $(REFRESH_ARGS)
+
+versions: $(VENV)/.stamp-project
+	$(BIN)/gecko-factory versions $(DATASET)
 
 clean:
 	rm -rf $(VENV) runs models .pytest_cache

@@ -1,0 +1,115 @@
+"""deployments/: `deploy.sh` against a real Prefect server, then a refresh run by a real worker.
+
+The refresh is started the way the schedule starts it (a flow run of the `fret-refresh`
+deployment, picked up by a `cpu` process worker) against the scripted LLM server; it must write a
+data-set version and trigger the `train` deployment, whose run waits for a `gpu` worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gecko_factory.testing.launch import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+pytestmark = pytest.mark.timeout(420)
+
+
+def wait_for(predicate, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    tail = log.read_text()[-4000:] if log and log.exists() else ""
+    raise AssertionError(f"{what} not seen after {timeout:.0f} s\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-deploy")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
+           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT": PREFECT}
+    log = home / "server.log"
+    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-services"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            try:
+                return httpx.get(f"{api}/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+        wait_for(healthy, 120, "a healthy Prefect server", log)
+        yield {"api": api, "env": env, "home": home}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def deployments(api: str) -> dict[str, dict]:
+    rows = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    return {d["name"]: d for d in rows}
+
+
+def flow_runs(api: str, deployment_id: str) -> list[dict]:
+    body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}}
+    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+
+def test_deploy_then_a_worker_runs_the_refresh(server, tmp_path, llm_env, wiki_sample):
+    api, env = server["api"], server["env"]
+    out = subprocess.run(["bash", "deployments/deploy.sh"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    deployed = deployments(api)
+    assert set(deployed) == {"fret-refresh", "train"}
+    refresh, train = deployed["fret-refresh"], deployed["train"]
+    assert (refresh["work_pool_name"], train["work_pool_name"]) == ("cpu", "gpu")
+    schedule = refresh["schedules"][0]
+    assert schedule["active"] and schedule["schedule"]["cron"] == "0 3 * * *"
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in wiki_sample[:16]))
+    root = tmp_path / "dataset"
+    worker_env = {**env, "OPENAI_BASE_URL": llm_env.base_url, "GECKO_LLM_MODEL": "scripted",
+                  "GECKO_FACTORY_DIR": str(REPO)}
+    worker_log = tmp_path / "worker.log"
+    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "cpu", "--limit", "1"],
+                              cwd=REPO, env=worker_env, stdout=worker_log.open("wb"),
+                              stderr=subprocess.STDOUT)
+    try:
+        params = {"root": str(root), "corpus": str(corpus), "limit": None, "candidates": 4,
+                  "shard_size": 8, "train_params": {"max_steps": 2}}
+        run = subprocess.run([PREFECT, "deployment", "run", "fret-refresh/fret-refresh",
+                              "--params", json.dumps(params)], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+
+        def finished():
+            runs = flow_runs(api, refresh["id"])
+            return runs if runs and runs[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+        runs = wait_for(finished, 300, "the refresh run to finish", worker_log)
+        assert runs[0]["state_type"] == "COMPLETED", worker_log.read_text()[-4000:]
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    version = json.loads((root / "versions" / "v0001" / "version.json").read_text())
+    assert version["new_seeds"] == 16 and version["examples"] == 16
+    # The refresh triggered training on the GPU pool: one scheduled run, with this version.
+    trains = flow_runs(api, train["id"])
+    assert len(trains) == 1 and trains[0]["state_type"] == "SCHEDULED"
+    assert trains[0]["parameters"]["run_dirs"] == [str((root / "versions" / "v0001").resolve())]
+    assert trains[0]["idempotency_key"].startswith("train-after-")
