@@ -34,5 +34,5 @@ def train_flow(
         base = eval_task(base_model_of(config), scifact_zip, dims)
         tuned = eval_task(result["out_dir"], scifact_zip, dims)
         if base and tuned:
-            out["eval"] = {"base": base, "tuned": tuned, "table": report_task(base, tuned)}
+            out["eval"] = {"base": base, "tuned": tuned, "table": report_task(base, tuned, result["out_dir"])}
     return out

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from gecko_factory.evaluate import DatasetUnavailable, EvalReport, compare_markdown, evaluate, load_scifact
-from gecko_factory.train.train import TrainConfig, train
+from gecko_factory.train.train import TrainConfig, add_eval_to_model_card, train
 
 
 @task(name="train-encoder", cache_policy=NO_CACHE, tags=["train", "gpu"])
@@ -37,8 +37,11 @@ def eval_task(model: str, scifact_zip: str | None, dims: list[int] | None) -> di
 
 
 @task(name="report-eval", cache_policy=NO_CACHE, tags=["eval"])
-def report_task(base: dict, tuned: dict) -> str:
+def report_task(base: dict, tuned: dict, out_dir: str | None = None) -> str:
+    """The comparison as an artifact and, when `out_dir` is the tuned model, in its model card."""
     table = compare_markdown(EvalReport.model_validate(base), EvalReport.model_validate(tuned))
+    if out_dir:
+        add_eval_to_model_card(out_dir, "BEIR SciFact test (300 queries), base vs this model:\n\n" + table)
     create_markdown_artifact(key="eval-scifact", markdown=table,
                              description="BEIR SciFact test: base model vs fine-tuned")
     return table

@@ -314,6 +314,19 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     return result
 
 
+EVAL_HEADING = "## Evaluation"
+
+
+def add_eval_to_model_card(out_dir: str | Path, markdown: str) -> None:
+    """Put the evaluation table in the model card (replacing an earlier one), atomically."""
+    card = Path(out_dir) / "README.md"
+    text = card.read_text() if card.exists() else ""
+    text = text.split("\n" + EVAL_HEADING + "\n")[0].rstrip("\n")
+    tmp = card.with_name("README.md.tmp")
+    tmp.write_text(f"{text}\n\n{EVAL_HEADING}\n\n{markdown.strip()}\n")
+    os.replace(tmp, card)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
