@@ -1,9 +1,12 @@
 """An async client for any OpenAI-compatible server (OpenAI, vLLM, Ollama, our embedded one).
 
-One `LLMClient` per event loop: bounded concurrency, retries with exponential backoff and jitter
-on transient failures only (429, 5xx, timeouts, connection errors), and usage counted per call.
-The API key lives in a `SecretStr` and is handed to the openai client only; error messages are
-built from the base URL and the server's message, never from the request headers.
+One `LLMClient` per event loop: a concurrency limit per endpoint, one or several endpoints
+(`endpoints.py`: keep-alive HTTP/1.1, least-in-flight balancing), retries with exponential backoff
+and jitter on transient failures only (429, 5xx, timeouts, connection errors, malformed bodies),
+and usage counted per call. Answers are read straight from the JSON (the fields we use), not
+built into pydantic models: at hundreds of millions of calls the client's CPU per call counts.
+The API key goes into the Authorization header bytes and nowhere else; error messages are built
+from the endpoint URL and the server's message, never from the request headers.
 """
 
 from __future__ import annotations
@@ -15,16 +18,13 @@ import math
 import random
 from dataclasses import dataclass, field
 
-import openai
-from openai import AsyncOpenAI
-
 from gecko_factory.llm.budget import Budget
 from gecko_factory.llm.cache import RequestCache, request_key
+from gecko_factory.llm.endpoints import (ConnectFailed, Endpoint, EndpointPool, HTTPStatusError, MalformedResponse,
+                                         RequestTimeout, TransportError, split_base_urls)
 from gecko_factory.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
-
-_TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
 class LLMError(RuntimeError):
@@ -37,9 +37,9 @@ class LLMUnreachable(LLMError):
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: the same request may well succeed later."""
-    if isinstance(exc, _TRANSIENT + (json.JSONDecodeError, openai.APIResponseValidationError)):
-        return True  # APITimeoutError is an APIConnectionError
-    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+    if isinstance(exc, (TransportError, MalformedResponse, json.JSONDecodeError)):
+        return True  # RequestTimeout is a TransportError
+    return isinstance(exc, HTTPStatusError) and (exc.status == 429 or exc.status >= 500)
 
 
 @dataclass
@@ -92,6 +92,7 @@ class ChatResult:
 class LLMClient:
     def __init__(self, settings: LLMSettings, base_url: str, *, max_retries: int | None = None,
                  cache: RequestCache | None = None, budget: Budget | None = None):
+        """`base_url`: one OpenAI-compatible base URL (…/v1) or several, comma-separated."""
         self.settings = settings
         self.base_url = base_url
         self.cache = cache
@@ -99,59 +100,75 @@ class LLMClient:
         self.usage = Usage()
         self.json_schema_supported = True
         self._max_retries = settings.max_retries if max_retries is None else max_retries
-        self._sem = asyncio.Semaphore(settings.concurrency)
-        key = settings.api_key.get_secret_value() if settings.api_key else "unused"
-        # The openai client's own retries are off: ours know which errors are transient and count.
-        self._client = AsyncOpenAI(
-            base_url=base_url, api_key=key, timeout=settings.timeout_s, max_retries=0
-        )
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        # settings.concurrency is per endpoint: each replica gets as many calls as one alone would.
+        self.pool = EndpointPool(split_base_urls(base_url), settings.concurrency, key)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return self.pool.endpoints
 
     def scoped(self) -> "LLMClient":
-        """The same connection pool, limit and capabilities, with usage counted apart."""
+        """The same endpoints, connections, limit and capabilities, with usage counted apart."""
         view = object.__new__(LLMClient)
         view.__dict__.update(self.__dict__)
         view.usage = Usage()
         return view
 
     async def aclose(self) -> None:
-        await self._client.close()
+        self.pool.close()
 
-    async def _call(self, make_request):
+    async def _call(self, method: str, path: str, body: dict | None, parse):
+        """Send, retry what is transient (on another endpoint when there is one), parse, count."""
         delay = self.settings.backoff_s
+        avoid: Endpoint | None = None
+        failure: Exception | None = None
         for attempt in range(self._max_retries + 1):
+            ep = await self.pool.acquire(avoid)
             try:
-                async with self._sem:
-                    if self.budget is not None:
-                        self.budget.check()  # raises BudgetExhausted: not an LLMError, not retried
-                    response = await make_request()
-                self.usage.calls += 1
-                usage = getattr(response, "usage", None)  # a model list has none
-                if usage is not None:
-                    self.usage.prompt_tokens += usage.prompt_tokens or 0
-                    self.usage.completion_tokens += usage.completion_tokens or 0
-                    if self.budget is not None:
-                        self.budget.add(usage.prompt_tokens or 0, usage.completion_tokens or 0)
-                return response
-            except (openai.APIError, json.JSONDecodeError) as exc:
-                # A 200 whose body does not parse (a proxy cut it, a server bug) is worth a retry.
+                if self.budget is not None:
+                    self.budget.check()  # raises BudgetExhausted: not an LLMError, not retried
+                answer = await ep.request(method, path, body, self.settings.timeout_s)
+                result = parse(answer)
+            except (TransportError, HTTPStatusError, MalformedResponse, json.JSONDecodeError) as exc:
                 self.usage.failed_calls += 1
+                failure = exc
+                if isinstance(exc, ConnectFailed):
+                    ep.mark_down(str(exc))
                 if not is_transient(exc) or attempt == self._max_retries:
-                    raise self._wrap(exc) from exc
-                self.usage.retries += 1
-                # Full jitter: spread retries of a burst of 429s instead of replaying the burst.
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay *= 2
+                    raise self._wrap(exc, ep) from exc
+            else:
+                ep.mark_up()
+                self.usage.calls += 1
+                usage = answer.get("usage")  # a model list has none
+                if isinstance(usage, dict):
+                    prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+                    self.usage.prompt_tokens += prompt
+                    self.usage.completion_tokens += completion
+                    if self.budget is not None:
+                        self.budget.add(prompt, completion)
+                return result
+            finally:
+                self.pool.release(ep)
+            self.usage.retries += 1
+            avoid = ep
+            if isinstance(failure, ConnectFailed) and self.pool.other_up(ep):
+                continue  # that endpoint is down, another is up: no reason to wait
+            # Full jitter: spread retries of a burst of 429s instead of replaying the burst.
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay *= 2
         raise AssertionError("unreachable")
 
-    def _wrap(self, exc: Exception) -> LLMError:
-        if isinstance(exc, openai.APITimeoutError):
-            return LLMError(f"LLM server {self.base_url} did not answer within {self.settings.timeout_s}s")
-        if isinstance(exc, openai.APIConnectionError):
-            return LLMUnreachable(f"cannot reach the LLM server at {self.base_url}: {exc.message}")
+    def _wrap(self, exc: Exception, ep: Endpoint) -> LLMError:
+        if isinstance(exc, RequestTimeout):
+            return LLMError(f"LLM server {ep.url} did not answer within {self.settings.timeout_s}s")
+        if isinstance(exc, TransportError):
+            return LLMUnreachable(f"cannot reach the LLM server at {ep.url}: {exc}")
         if isinstance(exc, json.JSONDecodeError):
-            return LLMError(f"LLM server {self.base_url} sent a body that is not JSON: {exc.msg}")
-        status = getattr(exc, "status_code", "?")
-        return LLMError(f"LLM server {self.base_url} answered {status}: {getattr(exc, 'message', exc)}")
+            return LLMError(f"LLM server {ep.url} sent a body that is not JSON: {exc.msg}")
+        if isinstance(exc, MalformedResponse):
+            return LLMError(f"LLM server {ep.url} sent an answer without the expected fields: {exc}")
+        return LLMError(f"LLM server {ep.url} answered {exc}")
 
     async def chat(
         self,
@@ -174,11 +191,12 @@ class LLMClient:
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": json_schema, "strict": True},
             }
-        key = request_key("chat", kwargs)
+        key = request_key("chat", kwargs) if self.cache is not None else ""  # cache off: no hashing
         if (hit := self._cached(key)) is not None:
             return ChatResult(hit["text"], hit["finish_reason"], hit["top"])
         try:
-            response = await self._call(lambda: self._client.chat.completions.create(**kwargs))
+            result = await self._call("POST", "/chat/completions", kwargs,
+                                      lambda a: _parse_chat(a, top_logprobs))
         except LLMError as exc:
             # Some servers reject response_format; fall back to prompting alone, once, loudly.
             if "response_format" in kwargs and "response_format" in str(exc):
@@ -187,31 +205,24 @@ class LLMClient:
                 return await self.chat(messages, temperature=temperature, max_tokens=max_tokens,
                                        seed=seed, json_schema=None, top_logprobs=top_logprobs)
             raise
-        if not response.choices:
-            raise LLMError(f"LLM server {self.base_url} answered with no choices")
-        choice = response.choices[0]
-        top: dict[str, float] = {}
-        if top_logprobs and choice.logprobs and choice.logprobs.content:
-            for alt in choice.logprobs.content[0].top_logprobs:
-                top[alt.token] = alt.logprob
-        result = ChatResult(choice.message.content or "", choice.finish_reason, top)
-        self._store(key, "chat", {"text": result.text, "finish_reason": result.finish_reason, "top": top})
+        self._store(key, "chat", {"text": result.text, "finish_reason": result.finish_reason,
+                                  "top": result.first_token_top})
         return result
 
     async def prompt_logprobs(self, prompt: str) -> PromptLogprobs:
         """Log-probs of every prompt token, via completions `echo` + `logprobs` (vLLM's way)."""
         kwargs = dict(model=self.settings.model, prompt=prompt, max_tokens=1, temperature=0.0,
                       echo=True, logprobs=1)
-        key = request_key("completions", kwargs)
+        key = request_key("completions", kwargs) if self.cache is not None else ""
         if (hit := self._cached(key)) is not None:
             return PromptLogprobs(hit["tokens"], hit["logprobs"], hit["offsets"])
-        response = await self._call(lambda: self._client.completions.create(**kwargs))
-        lp = response.choices[0].logprobs if response.choices else None
-        if lp is None or not lp.token_logprobs or lp.text_offset is None:
+        lp = await self._call("POST", "/completions", kwargs, _parse_echo_logprobs)
+        if lp is None or not lp.get("token_logprobs") or lp.get("text_offset") is None:
             raise LLMError(f"{self.base_url} returned no prompt log-probs for echo=True")
         # Keep the prompt's tokens only (the one generated token follows them).
-        n = sum(1 for off in lp.text_offset if off < len(prompt))
-        result = PromptLogprobs(list(lp.tokens[:n]), list(lp.token_logprobs[:n]), list(lp.text_offset[:n]))
+        offsets = lp["text_offset"]
+        n = sum(1 for off in offsets if off < len(prompt))
+        result = PromptLogprobs(list(lp["tokens"][:n]), list(lp["token_logprobs"][:n]), list(offsets[:n]))
         self._store(key, "completions", {"tokens": result.tokens, "logprobs": result.logprobs,
                                          "offsets": result.offsets})
         return result
@@ -238,10 +249,47 @@ class LLMClient:
         return any(lp is not None and math.isfinite(lp) for lp in scores.logprobs)
 
     async def check_reachable(self) -> None:
-        """Fail fast, with the URL and without the key, when the server is not there."""
-        try:
-            await self._call(lambda: self._client.models.list())
-        except LLMUnreachable:
-            raise
-        except LLMError as exc:  # some servers have no /models; reaching them is enough
-            log.info("GET /models on %s failed (%s); continuing", self.base_url, exc)
+        """Fail fast, with the URL and without the key, when no endpoint is there.
+
+        Every endpoint is probed; an unreachable one is named in a warning and set aside, and
+        the run goes on as long as one answers."""
+        async def probe(ep: Endpoint) -> LLMError | None:
+            try:
+                await ep.request("GET", "/models", None, min(self.settings.timeout_s, 30.0))
+            except (TransportError, HTTPStatusError, MalformedResponse, json.JSONDecodeError) as exc:
+                if isinstance(exc, TransportError):
+                    if isinstance(exc, ConnectFailed):
+                        ep.mark_down(str(exc))
+                    return self._wrap(exc, ep)
+                # some servers have no /models; reaching them is enough
+                log.info("GET /models on %s failed (%s); continuing", ep.url, exc)
+            return None
+
+        errors = await asyncio.gather(*(probe(ep) for ep in self.endpoints))
+        if all(errors):
+            if len(errors) == 1:
+                raise errors[0]  # type: ignore[misc]
+            raise LLMUnreachable("no LLM endpoint answered: " + "; ".join(map(str, errors)))
+
+
+def _parse_chat(answer: dict, top_logprobs: int) -> ChatResult:
+    try:
+        choice = answer["choices"][0]
+        text = choice["message"].get("content") or ""
+        top: dict[str, float] = {}
+        content = (choice.get("logprobs") or {}).get("content") if top_logprobs else None
+        if content:
+            top = {alt["token"]: float(alt["logprob"]) for alt in content[0].get("top_logprobs") or []}
+        return ChatResult(text, choice.get("finish_reason"), top)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise MalformedResponse(f"chat answer without choices[0].message ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_echo_logprobs(answer: dict) -> dict | None:
+    try:
+        choices = answer["choices"]
+        if not isinstance(choices, list):
+            raise TypeError("choices is not a list")
+        return choices[0].get("logprobs") if choices else None
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise MalformedResponse(f"completions answer without choices ({type(exc).__name__}: {exc})") from None

@@ -1,12 +1,13 @@
 """LLM connection settings, from the environment or a `.env` file (pydantic-settings).
 
 The openai conventions are honoured (`OPENAI_BASE_URL`, `OPENAI_API_KEY`); the rest use the
-`GECKO_LLM_` prefix. No base URL means "start the embedded llama.cpp server".
+`GECKO_LLM_` prefix. No base URL means "start the embedded llama.cpp server". Several base URLs,
+comma-separated, share the load (one key for all), each with `concurrency` calls in flight.
 """
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
@@ -18,7 +19,7 @@ class LLMSettings(BaseSettings):
     base_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("GECKO_LLM_BASE_URL", "OPENAI_BASE_URL"),
-        description="OpenAI-compatible base URL (…/v1). Unset: start the embedded server.",
+        description="OpenAI-compatible base URL (…/v1), or several, comma-separated. Unset: embedded.",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -26,7 +27,7 @@ class LLMSettings(BaseSettings):
         description="Never logged, never written: SecretStr keeps it out of reprs and dumps.",
     )
     model: str = Field(default=EMBEDDED_MODEL_NAME, description="GECKO_LLM_MODEL")
-    concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once")
+    concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once, per endpoint")
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles, with jitter")
@@ -35,10 +36,29 @@ class LLMSettings(BaseSettings):
     embedded_threads: int | None = Field(default=None, description="llama.cpp threads (None: all cores)")
     embedded_ctx: int = Field(default=2048, ge=256, description="embedded server context length")
 
+    @field_validator("base_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from gecko_factory.llm.endpoints import split_base_urls
+
+        return ",".join(split_base_urls(value))  # a clear error now, not at the first call
+
+    def endpoints(self) -> list[str]:
+        """The configured base URLs (empty: the embedded server)."""
+        from gecko_factory.llm.endpoints import split_base_urls
+
+        return split_base_urls(self.base_url) if self.base_url else []
+
     def public_dict(self) -> dict:
-        """Settings fit for a manifest: no key, and the base URL only as given by the user."""
+        """Settings fit for a manifest: no key, and the base URLs without user:password@."""
+        from gecko_factory.llm.endpoints import public_url
+
+        endpoints = [public_url(u) for u in self.endpoints()]
         return {
-            "base_url": self.base_url or "embedded",
+            "base_url": ",".join(endpoints) or "embedded",
+            "endpoints": endpoints or ["embedded"],
             "model": self.model,
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
