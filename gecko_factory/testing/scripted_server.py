@@ -14,7 +14,8 @@ attempt, as 429, 500, a hang past the client's timeout (`fault_sleep_s`), a malf
 truncated body (all transient: the retry of the same request succeeds), and that share of
 synthesis answers is invalid JSON for good (the factory must retry with another seed, then skip).
 Faults are a pure function of the request body and `fault_seed`, so two runs see the same ones.
-`GET /stats` counts requests by endpoint, faults by kind, and `bad_synthesis_twice`: the seeds
+`GET /stats` counts requests by endpoint, faults by kind, `max_in_flight` (the most requests it
+held at once: what a client's concurrency limit must bound), and `bad_synthesis_twice`: the seeds
 whose synthesis got invalid JSON on two different requests (what the factory must skip).
 Run: `python -m gecko_factory.testing.scripted_server --port P [--latency-ms 100]`.
 """
@@ -108,6 +109,7 @@ class ScriptedLLM:
         self.fault_sleep_s = fault_sleep_s
         self.attempts: Counter = Counter()
         self.bad_synthesis: dict[str, set[str]] = {}
+        self.in_flight = 0
 
     def _draw(self, salt: str, key: str) -> float:
         return _h(f"{self.fault_seed}:{salt}:{key}") / 0xFFFFFFFF
@@ -144,7 +146,12 @@ class ScriptedLLM:
 
     async def _pause(self) -> None:
         if self.latency:
-            await asyncio.sleep(self.latency)
+            self.in_flight += 1
+            self.counts["max_in_flight"] = max(self.counts["max_in_flight"], self.in_flight)
+            try:
+                await asyncio.sleep(self.latency)
+            finally:
+                self.in_flight -= 1
 
     async def chat(self, request: Request) -> Response:
         raw = await request.body()
@@ -248,11 +255,12 @@ def main() -> None:
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--fault-sleep-s", type=float, default=3.0)
     parser.add_argument("--no-prompt-logprobs", action="store_true", help="refuse echo, as OpenAI does")
+    parser.add_argument("--keep-alive-s", type=float, default=5.0, help="idle connections close after this")
     args = parser.parse_args()
     llm = ScriptedLLM(args.latency_ms, fault_rate=args.fault_rate, fault_seed=args.fault_seed,
                       fault_sleep_s=args.fault_sleep_s, prompt_logprobs=not args.no_prompt_logprobs)
     uvicorn.run(llm.app(), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, timeout_keep_alive=args.keep_alive_s)
 
 
 if __name__ == "__main__":
