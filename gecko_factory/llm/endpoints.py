@@ -261,7 +261,8 @@ class EndpointPool:
                 await fut
             except asyncio.CancelledError:
                 if fut.cancelled():
-                    self._waiters.remove(fut)
+                    if fut in self._waiters:  # _wake may have dropped it already
+                        self._waiters.remove(fut)
                 else:
                     self._wake()  # we were handed a slot: pass it on
                 raise

@@ -3,7 +3,8 @@
 Shards run in Prefect's worker threads; if each ran its own event loop with its own client, the
 concurrency limit would multiply by the number of shards in flight and every shard would pay
 for its own connection pool. Instead each shard submits its coroutine to this process-wide
-loop, and all of them share one `AsyncOpenAI` client and one semaphore (per base URL/settings).
+loop, and all of them share one `LLMClient`: its keep-alive connections and its per-endpoint
+limits (per base URL list/settings).
 """
 
 from __future__ import annotations

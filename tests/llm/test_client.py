@@ -51,3 +51,32 @@ def test_unreachable_server_error_names_url_not_key():
         asyncio.run(go())
     assert url in str(info.value) and KEY not in str(info.value)
     assert KEY not in repr(settings) and KEY not in str(settings.public_dict())
+
+
+def test_every_transient_fault_is_retried_and_a_400_is_not():
+    # Every request's first attempt fails (429, 500, a hang past the timeout, a malformed or a
+    # truncated body); the retry of the same request succeeds.
+    from gecko_factory.testing.launch import ScriptedServer
+
+    prompts = [f"Passage: tower number {i}\nQuery: tower {i}\nAnswer: Yes" for i in range(25)]
+    settings = LLMSettings(_env_file=None, model="scripted", timeout_s=0.4, backoff_s=0.01, max_retries=2)
+
+    async def go(url):
+        client = LLMClient(settings, url)
+        try:
+            return await asyncio.gather(*(client.prompt_logprobs(p) for p in prompts),
+                                        return_exceptions=True), client.usage
+        finally:
+            await client.aclose()
+
+    with ScriptedServer(fault_rate=1.0, fault_sleep_s=1.0) as srv:
+        scores, usage = asyncio.run(go(srv.base_url))
+        faults = {k: v for k, v in srv.stats().items() if k.startswith("fault_")}
+    assert ["".join(s.tokens) for s in scores] == prompts
+    assert set(faults) == {"fault_429", "fault_500", "fault_timeout", "fault_malformed", "fault_truncated"}
+    assert usage.retries == usage.failed_calls == sum(faults.values()) == len(prompts)
+
+    with ScriptedServer(prompt_logprobs=False) as srv:  # answers 400 to echo: not transient
+        errors, usage = asyncio.run(go(srv.base_url))
+        assert srv.calls() == len(prompts) and usage.retries == 0  # each asked once
+    assert all(isinstance(e, LLMError) and f"{srv.base_url} answered 400" in str(e) for e in errors)
