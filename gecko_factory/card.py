@@ -136,7 +136,7 @@ def dataset_card(manifest: dict, sample: DatasetSample, title: str) -> str:
     lines = [
         f"# FRet data set: {_cell(title, 120)}",
         "",
-        "| | |", "|---|---|",
+        "| figure | value |", "|---|---|",
         f"| examples | {c['examples']} of {c['seeds']} seeds |",
         f"| relabel rate (positive ≠ seed) | {percent(c.get('relabel_rate'))} ({c['relabelled']} of {c['examples']}) |",
         f"| skipped | {skipped} |",
@@ -170,7 +170,7 @@ def dataset_card(manifest: dict, sample: DatasetSample, title: str) -> str:
     for i, ex in enumerate(sample.examples, 1):
         lines += [
             f"**{i}. {_cell(ex['task_type'])}** — {_cell(ex['task'])}", "",
-            "| | |", "|---|---|",
+            "| field | value |", "|---|---|",
             f"| query | {_cell(ex['query'])} |",
             f"| positive `{ex['positive_id']}` | {_cell(ex['positive_text'])} |",
             f"| hard negative `{ex['negative_id']}` | {_cell(ex['negative_text'])} |",

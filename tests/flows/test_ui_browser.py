@@ -1,0 +1,139 @@
+"""The Prefect UI shows our artifacts: a real server, a real FRet run, headless Chromium.
+
+A `prefect server start` of its own (own PREFECT_HOME, a free port, PREFECT_UI_API_URL set, or
+the UI cannot find its API), the `gecko-factory run` CLI against it and the scripted LLM server,
+then Playwright on Debian's /usr/bin/chromium opens the flow run's Artifacts tab and both
+artifact pages, and checks the numbers against the run's stats.json and manifest.json.
+Screenshots: printed, and copied to runs/ui-check/ (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gecko_factory.testing.launch import free_port
+from tasks.artifacts import CARD_KEY, PROGRESS_KEY, SHARDS_KEY
+
+CHROMIUM = "/usr/bin/chromium"
+COPY_TO = Path(__file__).resolve().parents[2] / "runs" / "ui-check"
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"no {CHROMIUM}: .ci/run installs Debian's chromium when run as root"),
+    pytest.mark.timeout(300),
+]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
+    log = (home / "server.log").open("wb")
+    # Services stay on: task runs reach the database through the task-run recorder service.
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port), "--no-scheduler", "--no-late-runs"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass  # not listening yet
+            assert time.monotonic() < deadline, "prefect server not healthy after 120 s"
+            time.sleep(0.5)
+        yield {"api": api, "ui": f"http://127.0.0.1:{port}", "home": home}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def ui_run(tmp_path_factory, prefect_server, scripted_server, wiki_sample):
+    """`gecko-factory run` in a subprocess whose PREFECT_API_URL is the server above."""
+    tmp = tmp_path_factory.mktemp("ui-run")
+    corpus = tmp / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in wiki_sample[:12]))
+    run_dir = tmp / "fret-ui"
+    env = {**os.environ, "PREFECT_API_URL": prefect_server["api"], "PREFECT_HOME": str(prefect_server["home"]),
+           "OPENAI_BASE_URL": scripted_server.base_url, "GECKO_LLM_MODEL": "scripted"}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--corpus", str(corpus),
+                             "--out", str(run_dir), "--candidates", "4", "--shard-size", "4"],
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = httpx.post(f"{prefect_server['api']}/flow_runs/filter", json={}, timeout=10).json()
+    assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED", runs
+    flow_run_id = runs[0]["id"]
+    found = httpx.post(f"{prefect_server['api']}/artifacts/filter", timeout=10,
+                       json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+    return run_dir, flow_run_id, {a["key"]: a for a in found}
+
+
+def _screenshot(page, tmp: Path, name: str) -> Path:
+    path = tmp / name
+    page.screenshot(path=str(path), full_page=True)
+    COPY_TO.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, COPY_TO / name)
+    print(f"screenshot: {path} (copy: {COPY_TO / name})")
+    return path
+
+
+def test_flow_run_page_shows_the_shard_table_and_the_card(ui_run, prefect_server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    run_dir, flow_run_id, artifacts = ui_run
+    assert {PROGRESS_KEY, SHARDS_KEY, CARD_KEY} <= set(artifacts)
+    stats = json.loads((run_dir / "stats.json").read_text())["shards"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    ui = prefect_server["ui"]
+    with sync_playwright() as pw:
+        # root in a container: Chromium's sandbox needs user namespaces it may not have
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1800, "height": 1000})
+        try:
+            page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
+            page.locator("li.p-tab", has_text="Artifacts").click()  # the run page's tabs are <li>s
+            for key in (PROGRESS_KEY, SHARDS_KEY, CARD_KEY):  # one card per artifact on the tab
+                expect(page.locator(".artifact-card", has_text=key).first).to_be_visible(timeout=30_000)
+            assert "Something went wrong" not in page.content()
+            _screenshot(page, tmp_path, "flow-run.png")
+
+            page.goto(f"{ui}/artifacts/artifact/{artifacts[SHARDS_KEY]['id']}")
+            table = page.locator("table").first
+            expect(table).to_be_visible(timeout=30_000)
+            for s in stats:  # each shard's row, with the figures stats.json recorded
+                row = table.locator("tr", has_text=s["file"].removesuffix(".parquet"))
+                expect(row).to_have_count(1)
+                cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+                for value in (s["rows"], s["usage"]["calls"], s["usage"]["prompt_tokens"],
+                              s["usage"]["cache_hits"], s["seconds"]):
+                    assert str(value) in cells, (value, cells)
+            _screenshot(page, tmp_path, "shard-table.png")
+
+            page.goto(f"{ui}/artifacts/artifact/{artifacts[CARD_KEY]['id']}")
+            rate = f"{manifest['counts']['relabel_rate']:.1%}"
+            expect(page.get_by_text("relabel rate (positive ≠ seed)")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(f"{rate} ({manifest['counts']['relabelled']} of 12)")).to_be_visible()
+            expect(page.get_by_text("12 of 12 seeds")).to_be_visible()
+            _screenshot(page, tmp_path, "data-set-card.png")
+        finally:
+            browser.close()
