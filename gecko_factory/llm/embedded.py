@@ -53,9 +53,11 @@ def _tail(path: Path, n: int = 40) -> str:
 class EmbeddedServer:
     """Context manager: `with EmbeddedServer(settings) as srv: OpenAI(base_url=srv.base_url)`."""
 
-    def __init__(self, settings: LLMSettings, model_path: Path | None = None):
+    def __init__(self, settings: LLMSettings, model_path: Path | None = None,
+                 prefix_chunk: int | None = None):
         self.settings = settings
         self.model_path = model_path
+        self.prefix_chunk = prefix_chunk  # None: the server's default; 0: no prefix cache
         # The embedded server serves exactly one model; a user-set GECKO_LLM_MODEL is only
         # meaningful for a remote endpoint, so the name here is always the embedded one.
         self.model_name = EMBEDDED_MODEL_NAME
@@ -98,6 +100,8 @@ class EmbeddedServer:
             "--threads", str(threads), "--ctx", str(self.settings.embedded_ctx),
             "--model-name", self.model_name,
         ]
+        if self.prefix_chunk is not None:
+            cmd += ["--prefix-chunk", str(self.prefix_chunk)]
         log.info("starting embedded LLM server on port %d (log: %s)", self.port, self.log_path)
         self._log_fh = self.log_path.open("ab")
         self._proc = subprocess.Popen(cmd, stdout=self._log_fh, stderr=subprocess.STDOUT,

@@ -1,0 +1,156 @@
+"""`make bench`: run every benchmark, one at a time, and write BENCHMARKS.md.
+
+Each `bench/<name>.py` runs in its own subprocess with a size budget (its arguments below) and a
+timeout, and writes a `BenchResult` (bench/common.py) as JSON. One that is missing, fails, times
+out or writes nothing is listed as such: the others still run and the file is still written.
+Never two at once: they would share the cores and measure each other.
+
+    python bench/run_all.py [--out BENCHMARKS.md] [--only mining,encoder] [--keep-json DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, machine  # noqa: E402
+
+# name -> (arguments, timeout in seconds). Sized so that the whole run stays under 20 minutes on
+# the project's 2-core machine; each size is the smallest that still gives a stable figure.
+PLAN: dict[str, tuple[list[str], int]] = {
+    "e2e": (["--paragraphs", "200", "--latency-ms", "100", "--concurrency", "16"], 150),
+    "client": ([], 120),
+    "distilabel": ([], 150),
+    "mining": (["--docs", "600", "--queries", "200"], 240),
+    "encoder": (["--texts", "384", "--rounds", "2"], 150),
+    "judge_cost": (["--queries", "5", "--candidates", "4", "--prefix-calls", "6"], 360),
+    "scale": (["--sizes", "10000,30000,100000", "--seeds", "500", "--candidates", "5"], 300),
+    "train": ([], 120),
+}
+TOTAL_BUDGET_S = 20 * 60
+
+
+def takes_json(script: Path) -> bool:
+    return "--json" in script.read_text(encoding="utf-8")
+
+
+def run_one(name: str, args: list[str], timeout: int, out_dir: Path, log_dir: Path) -> dict:
+    script = REPO / "bench" / f"{name}.py"
+    row = {"name": name, "command": "python " + " ".join(
+        shlex.quote(x) for x in [f"bench/{name}.py", *args]), "status": "", "seconds": 0.0}
+    if not script.exists():
+        row["status"] = "missing"
+        return row
+    if not takes_json(script):
+        row["status"] = "does not take --json"
+        return row
+    out = out_dir / f"{name}.json"
+    log_path = log_dir / f"{name}.log"
+    t0 = time.monotonic()
+    try:
+        with log_path.open("w") as log:
+            proc = subprocess.run([sys.executable, str(script), *args, "--json", str(out)], cwd=REPO,
+                                  stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                                  env={**os.environ, "TQDM_DISABLE": "1"})
+        row["seconds"] = time.monotonic() - t0
+        if proc.returncode != 0:
+            row["status"] = f"failed (exit {proc.returncode}; log {log_path})"
+        elif not out.exists():
+            row["status"] = f"wrote no result (log {log_path})"
+        else:
+            row["status"] = "ok"
+            row["result"] = json.loads(out.read_text())
+    except subprocess.TimeoutExpired:
+        row["seconds"] = time.monotonic() - t0
+        row["status"] = f"timed out after {timeout} s (log {log_path})"
+    return row
+
+
+def _fmt_ratio(r) -> str:
+    return "—" if r is None else f"{r:.3g}"
+
+
+def _met(m) -> str:
+    return {True: "yes", False: "**no**", None: "—"}[m]
+
+
+def render(rows: list[dict], argv: list[str], started: datetime, seconds: float) -> str:
+    m = machine()
+    lines = [
+        "# Benchmarks", "",
+        f"Written by `python bench/run_all.py {' '.join(argv)}` (`make bench`) on "
+        f"{started:%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min, commit {m['commit']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Python {m['python']}, no GPU.",
+        "Each benchmark measures ours and the alternative in the same run; ratios are oriented so "
+        "that > 1 means ours is better (see each section for what is compared).", "",
+        "| benchmark | ours vs alternative | ratio | goal | met | status |",
+        "|---|---|---:|---|---|---|",
+    ]
+    for r in rows:
+        res = r.get("result") or {}
+        title = res.get("title", r["name"]).replace("|", "/")
+        lines.append(f"| {r['name']} | {title} | {_fmt_ratio(res.get('ratio'))} | "
+                     f"{res.get('goal', '—')} | {_met(res.get('met'))} | {r['status']} "
+                     f"({r['seconds']:.0f} s) |")
+    for r in rows:
+        res = r.get("result")
+        lines += ["", f"## bench/{r['name']}.py" + (f" — {res['title']}" if res else ""), ""]
+        if not res:
+            lines.append(f"Not measured: {r['status']}. Command: `{r['command']}`.")
+            continue
+        lines += [f"`{res.get('command') or r['command']}`", "", res.get("markdown", "").strip()]
+        if res.get("notes"):
+            lines += ["", res["notes"].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    ap.add_argument("--only", default=None, help="comma-separated names (default: all)")
+    ap.add_argument("--keep-json", type=Path, default=None, help="keep each result's JSON here")
+    args = ap.parse_args()
+    names = args.only.split(",") if args.only else list(PLAN)
+    unknown = [n for n in names if n not in PLAN]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; known: {list(PLAN)}")
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gecko-bench-") as tmp:
+        out_dir = args.keep_json or Path(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # logs outlive the run: a failure's status line points at one
+        log_dir = args.keep_json or Path(tempfile.gettempdir()) / "gecko-bench-logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            bench_args, timeout = PLAN[name]
+            left = TOTAL_BUDGET_S - (time.monotonic() - t0)
+            if left < 30:
+                rows.append({"name": name, "command": f"python bench/{name}.py", "seconds": 0.0,
+                             "status": "not run: the 20-minute budget is spent"})
+                continue
+            print(f"[{time.monotonic() - t0:6.0f} s] {name} ...", flush=True)
+            row = run_one(name, bench_args, int(min(timeout, left)), out_dir, log_dir)
+            print(f"[{time.monotonic() - t0:6.0f} s] {name}: {row['status']} in {row['seconds']:.0f} s",
+                  flush=True)
+            rows.append(row)
+        text = render(rows, sys.argv[1:], started, time.monotonic() - t0)
+    tmp_out = args.out.with_suffix(args.out.suffix + ".tmp")
+    tmp_out.write_text(text, encoding="utf-8")
+    tmp_out.replace(args.out)
+    print(f"wrote {args.out} in {(time.monotonic() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
