@@ -62,9 +62,14 @@ def run(
     refresh_cache: bool = typer.Option(False, "--refresh-cache", help="ask the LLM again and overwrite cached answers"),
     budget_usd: Optional[float] = typer.Option(None, help="stop cleanly once this much is spent (USD)"),
     max_tokens: Optional[int] = typer.Option(None, help="stop cleanly once this many tokens are spent"),
+    task_runner: str = typer.Option("threads", help="where shards run: threads | dask (a local cluster "
+                                    "of 2 worker processes)"),
+    dask_address: Optional[str] = typer.Option(None, help="an existing Dask scheduler (tcp://HOST:PORT) "
+                                               "for --task-runner dask"),
 ) -> None:
     """Generate FRet examples: task/query → HNSW candidates → LLM judge → Parquet shards."""
     _quiet_prefect()
+    runner = _task_runner(task_runner, dask_address)
     from flows.fret import fret_flow
 
     stop = threading.Event()
@@ -75,7 +80,8 @@ def run(
                              shard_size=shard_size, judge_mode=judge_mode, negative=negative,
                              seed=seed, force=force,
                              cache="off" if no_cache else "refresh" if refresh_cache else "on",
-                             budget_usd=budget_usd, max_tokens=max_tokens)
+                             budget_usd=budget_usd, max_tokens=max_tokens,
+                             task_runner=runner)
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into a message + exit 1
         stop.set()
         watcher.join()
@@ -117,6 +123,8 @@ def resume(
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the LLM request cache"),
     budget_usd: Optional[float] = typer.Option(None, help="stop cleanly once this much is spent (USD)"),
     max_tokens: Optional[int] = typer.Option(None, help="stop cleanly once this many tokens are spent"),
+    task_runner: str = typer.Option("threads", help="threads | dask"),
+    dask_address: Optional[str] = typer.Option(None, help="an existing Dask scheduler (tcp://HOST:PORT)"),
 ) -> None:
     """Rerun only what is not done, with the run's own recorded settings."""
     from gecko_factory.plan import RunPlan
@@ -126,7 +134,16 @@ def resume(
     run(corpus=cfg.corpus.path, out=run_dir, limit=cfg.limit, candidates=cfg.candidates,
         shard_size=cfg.shard_size, judge_mode=cfg.judge_mode, negative=cfg.negative, seed=cfg.seed,
         force=False, no_cache=no_cache, refresh_cache=False, budget_usd=budget_usd,
-        max_tokens=max_tokens)
+        max_tokens=max_tokens, task_runner=task_runner, dask_address=dask_address)
+
+
+def _task_runner(name: str, address: Optional[str]) -> str:
+    """The flow's `task_runner` parameter from the two options."""
+    if name not in ("threads", "dask"):
+        raise typer.BadParameter(f"{name!r}: expected threads or dask", param_hint="--task-runner")
+    if address and name != "dask":
+        raise typer.BadParameter("needs --task-runner dask", param_hint="--dask-address")
+    return address or name
 
 
 @app.command("train")
@@ -244,3 +261,6 @@ def main() -> None:  # pragma: no cover - console script entry
 
 if __name__ == "__main__":
     sys.exit(app())
+
+
+from flows import cli_versions  # noqa: E402,F401 - registers `refresh` and `versions`

@@ -78,7 +78,8 @@ def fret_flow(
 
 TRAIN_DEPLOYMENT = "train/train"
 # The "dask" cluster: as many shards at once as the thread pool, each in its own process.
-LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+# The dashboard's HTTP server on any free port: two clusters on one machine do not fight for 8787.
+LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
 
 
 def dask_address(spec: str) -> str | None:
