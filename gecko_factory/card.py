@@ -89,9 +89,9 @@ def shard_table(manifest: dict, per_shard: list[dict]) -> list[dict]:
         s = done.get(shard)
         if s is None:
             rows.append({"shard": shard_name(shard), "state": "failed" if shard in failed else "pending",
-                         "rows": None, "skipped": None, "skip_reasons": failed.get(shard, ""),
-                         "relabelled": None, "llm_calls": None, "prompt_tokens": None,
-                         "completion_tokens": None, "cache_hits": None, "seconds": None})
+                         "rows": None, "skipped": None, "skip_reasons": None, "relabelled": None,
+                         "llm_calls": None, "prompt_tokens": None, "completion_tokens": None,
+                         "cache_hits": None, "seconds": None, "error": failed.get(shard, "")})
             continue
         usage, skipped = s.get("usage") or {}, s.get("skipped") or {}
         rows.append({
@@ -104,6 +104,7 @@ def shard_table(manifest: dict, per_shard: list[dict]) -> list[dict]:
             "completion_tokens": usage.get("completion_tokens", 0),
             "cache_hits": usage.get("cache_hits", 0),
             "seconds": s.get("seconds"),
+            "error": "",
         })
     return rows
 

@@ -62,7 +62,7 @@ def test_shard_table_has_every_planned_shard(run_dir):
         assert row["llm_calls"] == s["usage"]["calls"] and row["cache_hits"] == s["usage"]["cache_hits"]
         assert row["prompt_tokens"] == 100 and row["seconds"] == s["seconds"]
     assert table[2]["state"] == "failed" and table[2]["rows"] is None
-    assert "boom" in table[2]["skip_reasons"]
+    assert "boom" in table[2]["error"] and table[0]["error"] == ""
 
 
 def test_card_figures_by_hand(run_dir):

@@ -81,3 +81,37 @@ def test_bad_task_runner_fails_before_any_work(tmp_path, prefect_harness):
     with pytest.raises(ValueError, match="expected threads, dask"):
         fret_flow(run_dir=str(tmp_path / "run"), task_runner="ray")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_run_still_publishes_with_the_failed_shard(artifact_run, scripted_server, monkeypatch, tmp_path):
+    """A bug injected into one shard's mining step (as in test_resume): the run ends Failed and
+    its artifacts say which shard failed and why, and how far the progress got."""
+    import gecko_factory.fret as fret
+    from flows.fret import fret_flow
+    from gecko_factory.plan import RunPlan
+
+    run_dir, _ = artifact_run
+    doomed = set(RunPlan.load(run_dir).shards[1])  # same corpus, seed and shard size: same plan
+    real_mine = fret.mine
+
+    def mine_with_a_bug(index, vectors, seed_ids, n, ef):
+        if doomed & set(seed_ids):
+            raise ValueError("injected bug in shard 1")
+        return real_mine(index, vectors, seed_ids, n, ef)
+
+    monkeypatch.setattr(fret, "mine", mine_with_a_bug)
+    monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
+    monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
+    plan = json.loads((run_dir / "plan.json").read_text())
+    state = fret_flow(run_dir=str(tmp_path / "failing"), corpus=plan["config"]["corpus"]["path"],
+                      candidates=4, shard_size=8, return_state=True)
+    assert state.is_failed()
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    progress = artifacts[PROGRESS_KEY]
+    assert float(progress.data) == pytest.approx(200 / 3)
+    assert "2 of 3 shards done, 1 failed or stopped" in progress.description
+    rows = artifacts[SHARDS_KEY].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert [r["state"] for r in rows] == ["done", "failed", "done"]
+    assert "injected bug in shard 1" in rows[1]["error"]
+    assert "| shards | 2 of 3 done |" in artifacts[CARD_KEY].data

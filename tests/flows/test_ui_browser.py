@@ -114,6 +114,7 @@ def test_flow_run_page_shows_the_shard_table_and_the_card(ui_run, prefect_server
             page.locator("li.p-tab", has_text="Artifacts").click()  # the run page's tabs are <li>s
             for key in (PROGRESS_KEY, SHARDS_KEY, CARD_KEY):  # one card per artifact on the tab
                 expect(page.locator(".artifact-card", has_text=key).first).to_be_visible(timeout=30_000)
+            expect(page.locator(".artifact-card", has_text=PROGRESS_KEY)).to_contain_text("3 of 3 shards done")
             assert "Something went wrong" not in page.content()
             _screenshot(page, tmp_path, "flow-run.png")
 
