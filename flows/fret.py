@@ -57,7 +57,8 @@ def fret_flow(
 ) -> dict:
     """`task_runner`: where shard tasks run — "threads" (this process, two at a time), "dask" (a
     local cluster of two worker processes) or a Dask scheduler address (tcp://host:port or
-    dask://host:port). Remote workers need the project installed and the same LLM environment."""
+    dask://host:port). Remote workers need the project installed, the same LLM environment
+    variables, and an LLM endpoint they can reach (the embedded server listens on loopback only)."""
     t0 = time.perf_counter()
     dask_address(task_runner)  # a bad value fails before any work
     settings = LLMSettings()

@@ -106,8 +106,8 @@ def test_flow_run_page_shows_the_shard_table_and_the_card(ui_run, prefect_server
     manifest = json.loads((run_dir / "manifest.json").read_text())
     ui = prefect_server["ui"]
     with sync_playwright() as pw:
-        # root in a container: Chromium's sandbox needs user namespaces it may not have
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # root in a container: no user namespaces for the sandbox, and /dev/shm may be tiny
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1800, "height": 1000})
         try:
             page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
