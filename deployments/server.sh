@@ -8,8 +8,18 @@ cd "$(dirname "$0")/.."
 PREFECT="${PREFECT:-.venv/bin/prefect}"
 PORT="${PREFECT_PORT:-4200}"
 mkdir -p .run
+stop() {  # $1: a pid file; INT (what Ctrl-C sends, which prefect handles), KILL after 15 s
+  [[ -e "$1" ]] || return 0
+  local pid; pid="$(cat "$1")"
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
 if [[ "${1:-start}" == stop ]]; then
-  for f in .run/*.pid; do [[ -e "$f" ]] && kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; done
+  # workers first: a worker whose server is already gone retries instead of exiting
+  stop .run/worker-cpu.pid & stop .run/worker-gpu.pid & wait
+  stop .run/server.pid
   echo "stopped"; exit 0
 fi
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
