@@ -52,6 +52,7 @@ def run(
     corpus: str = typer.Option("sample", help="JSONL/Parquet/text file or folder, or 'sample' (bundled Wikipedia leads)"),
     out: Path = typer.Option(Path("runs/latest"), help="run folder (shards, manifest)"),
     limit: Optional[int] = typer.Option(None, help="number of seed paragraphs (default: all)"),
+    seed_ids_file: Optional[Path] = typer.Option(None, help="seeds only from the paragraph ids in this file (one per line)"),
     candidates: int = typer.Option(20, help="N neighbours judged per query (Gecko: 20)"),
     shard_size: int = typer.Option(256, help="seed paragraphs per shard (the unit of resume)"),
     judge_mode: str = typer.Option("one_pass", help="one_pass | two_prompt"),
@@ -77,6 +78,7 @@ def run(
     watcher.start()
     try:
         manifest = fret_flow(run_dir=str(out), corpus=corpus, limit=limit, candidates=candidates,
+                             seed_ids_file=str(seed_ids_file) if seed_ids_file else None,
                              shard_size=shard_size, judge_mode=judge_mode, negative=negative,
                              seed=seed, force=force,
                              cache="off" if no_cache else "refresh" if refresh_cache else "on",
@@ -131,7 +133,9 @@ def resume(
 
     _require_run(run_dir)
     cfg = RunPlan.load(run_dir).config
-    run(corpus=cfg.corpus.path, out=run_dir, limit=cfg.limit, candidates=cfg.candidates,
+    # the plan's own seed list: without it a resume would quietly re-plan the whole corpus
+    seeds = Path(cfg.seed_ids_file) if cfg.seed_ids_file else None
+    run(corpus=cfg.corpus.path, out=run_dir, limit=cfg.limit, seed_ids_file=seeds, candidates=cfg.candidates,
         shard_size=cfg.shard_size, judge_mode=cfg.judge_mode, negative=cfg.negative, seed=cfg.seed,
         force=False, no_cache=no_cache, refresh_cache=False, budget_usd=budget_usd,
         max_tokens=max_tokens, task_runner=task_runner, dask_address=dask_address)

@@ -71,6 +71,10 @@ def plan_run(config: FretConfig, run_dir: Path, force: bool = False) -> RunPlan:
         if old.corpus_hash != chash:
             raise PlanMismatch(f"{run_dir} was planned for another corpus (hash {old.corpus_hash[:12]}, "
                                f"now {chash[:12]}): use a new --out folder or --force")
+        if old.config.seed_ids_file != config.seed_ids_file:
+            raise PlanMismatch(f"{run_dir} was planned with seeds from {old.config.seed_ids_file}, "
+                               f"now {config.seed_ids_file}: use the same seed list, a new --out "
+                               f"folder, or --force")
         if old.config_hash != config_hash:
             raise PlanMismatch(f"{run_dir} was planned with another config: use a new --out folder "
                                f"or --force (compare {run_dir / 'plan.json'})")
