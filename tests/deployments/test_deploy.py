@@ -69,6 +69,32 @@ def flow_runs(api: str, deployment_id: str) -> list[dict]:
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def schedule_in_the_ui(api: str, deployment_id: str, tmp_path: Path) -> None:
+    """The deployment page in headless Chromium shows the daily schedule (screenshot kept)."""
+    if not Path(CHROMIUM).exists():
+        return  # tests/flows/test_ui_browser.py says why it skips; the API checks above still ran
+    from playwright.sync_api import expect, sync_playwright
+
+    ui = api.removesuffix("/api")
+    shot = tmp_path / "deployment.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM,
+                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{ui}/deployments/deployment/{deployment_id}")
+        expect(page.get_by_text("fret-refresh").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("At 03:00 AM every day").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    keep = REPO / "runs" / "ui-check"
+    keep.mkdir(parents=True, exist_ok=True)
+    (keep / "deployment.png").write_bytes(shot.read_bytes())
+    print(f"screenshot: {shot} (copy in {keep})")
+
+
 def test_deploy_then_a_worker_runs_the_refresh(server, tmp_path, llm_env, wiki_sample):
     api, env = server["api"], server["env"]
     out = subprocess.run(["bash", "deployments/deploy.sh"], cwd=REPO, env=env,
@@ -80,6 +106,8 @@ def test_deploy_then_a_worker_runs_the_refresh(server, tmp_path, llm_env, wiki_s
     assert (refresh["work_pool_name"], train["work_pool_name"]) == ("cpu", "gpu")
     schedule = refresh["schedules"][0]
     assert schedule["active"] and schedule["schedule"]["cron"] == "0 3 * * *"
+
+    schedule_in_the_ui(api, refresh["id"], tmp_path)
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in wiki_sample[:16]))
