@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import BenchResult, write_result  # noqa: E402
+from bench.common import BenchResult, write_result
 
 
 def sample_texts(n: int) -> list[str]:

@@ -18,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, machine  # noqa: E402
+from bench.common import REPO, machine
 
 # name -> (arguments, timeout in seconds). Sized so that the whole run stays under 20 minutes on
 # the project's 2-core machine; each size is the smallest that still gives a stable figure.
@@ -124,7 +124,7 @@ def main() -> None:
     unknown = [n for n in names if n not in PLAN]
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; known: {list(PLAN)}")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.monotonic()
     rows = []
     with tempfile.TemporaryDirectory(prefix="gecko-bench-") as tmp:
