@@ -31,8 +31,16 @@ class LLMRuntime:
         self._clients: dict[tuple, LLMClient] = {}
 
     def run(self, coro: Awaitable[T]) -> T:
-        """Run a coroutine on the shared loop and wait for it from the calling thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+        """Run a coroutine on the shared loop and wait for it from the calling thread.
+
+        Then commit the request caches' pending answers: what a finished shard paid for is on
+        disk when its task returns (another run, or another process, will find it)."""
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+        finally:
+            for client in list(self._clients.values()):
+                if client.cache is not None:
+                    client.cache.flush()
 
     def client(self, settings: LLMSettings, base_url: str, cache_path: Path | None = None,
                cache_read: bool = True, budget_key: tuple | None = None) -> LLMClient:

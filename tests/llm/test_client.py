@@ -80,3 +80,27 @@ def test_every_transient_fault_is_retried_and_a_400_is_not():
         errors, usage = asyncio.run(go(srv.base_url))
         assert srv.calls() == len(prompts) and usage.retries == 0  # each asked once
     assert all(isinstance(e, LLMError) and f"{srv.base_url} answered 400" in str(e) for e in errors)
+
+
+def test_cache_batches_writes_but_reads_its_pending_answers(tmp_path):
+    import sqlite3
+
+    from gecko_factory.llm.cache import FLUSH_ROWS, RequestCache
+
+    path = tmp_path / "llm.sqlite"
+    cache = RequestCache(path)
+
+    def on_disk() -> int:
+        with sqlite3.connect(path) as con:
+            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    cache.put("a", "chat", {"text": "x"})
+    assert cache.get("a") == {"text": "x"}  # served before it is committed
+    cache.flush()
+    assert on_disk() == 1  # another connection (another process) sees it once flushed
+    for i in range(FLUSH_ROWS):
+        cache.put(f"k{i}", "chat", {"text": str(i)})
+    assert on_disk() >= FLUSH_ROWS  # a full batch is committed at once
+    cache.put("last", "chat", {"text": "z"})
+    cache.close()
+    assert on_disk() == FLUSH_ROWS + 2 and RequestCache(path).get("last") == {"text": "z"}
