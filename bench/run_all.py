@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,23 +58,44 @@ def run_one(name: str, args: list[str], timeout: int, out_dir: Path, log_dir: Pa
     out = out_dir / f"{name}.json"
     log_path = log_dir / f"{name}.log"
     t0 = time.monotonic()
-    try:
-        with log_path.open("w") as log:
-            proc = subprocess.run([sys.executable, str(script), *args, "--json", str(out)], cwd=REPO,
-                                  stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                                  env={**os.environ, "TQDM_DISABLE": "1"})
-        row["seconds"] = time.monotonic() - t0
-        if proc.returncode != 0:
-            row["status"] = f"failed (exit {proc.returncode}; log {log_path})"
-        elif not out.exists():
-            row["status"] = f"wrote no result (log {log_path})"
-        else:
-            row["status"] = "ok"
-            row["result"] = json.loads(out.read_text())
-    except subprocess.TimeoutExpired:
-        row["seconds"] = time.monotonic() - t0
+    with log_path.open("w") as log:
+        # Its own session, so a timeout ends the benchmark's servers and workers too.
+        proc = subprocess.Popen([sys.executable, str(script), *args, "--json", str(out)], cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "TQDM_DISABLE": "1"})
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+            _end_group(proc)
+    row["seconds"] = time.monotonic() - t0
+    if code is None:
         row["status"] = f"timed out after {timeout} s (log {log_path})"
+    elif code != 0:
+        row["status"] = f"failed (exit {code}; log {log_path})"
+    elif not out.exists():
+        row["status"] = f"wrote no result (log {log_path})"
+    else:
+        row["status"] = "ok"
+        row["result"] = json.loads(out.read_text())
     return row
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the benchmark's process group (its context managers stop servers), then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            if sig == signal.SIGTERM:
+                time.sleep(1)  # let the children it was stopping finish
+                os.killpg(proc.pid, signal.SIGKILL)
+            return
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            continue
 
 
 def _fmt_ratio(r) -> str:
