@@ -35,7 +35,7 @@ PLAN: dict[str, tuple[list[str], int]] = {
     "mining": (["--docs", "600", "--queries", "200"], 240),
     "encoder": (["--texts", "384", "--rounds", "2"], 150),
     "judge_cost": (["--queries", "5", "--candidates", "4", "--prefix-calls", "6"], 360),
-    "scale": (["--sizes", "10000,30000,100000", "--seeds", "500", "--candidates", "5"], 300),
+    "scale": (["--sizes", "10000,30000,100000", "--seeds", "200", "--candidates", "5"], 480),
     "train": ([], 120),
 }
 TOTAL_BUDGET_S = 20 * 60
