@@ -62,8 +62,13 @@ test: setup
 test-fast: $(VENV)/.stamp-project
 	$(BIN)/pytest -q -m "not slow"
 
-bench: setup
-	$(BIN)/python bench/e2e.py
+$(VENV)/.stamp-bench: $(VENV)/.stamp-project
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+# All benchmarks, one after another (< 20 min on 2 cores); writes BENCHMARKS.md.
+bench: setup $(VENV)/.stamp-bench
+	$(BIN)/python bench/run_all.py
 
 # Operations: a local Prefect server (UI at http://127.0.0.1:4200) with a worker per work pool,
 # the deployments of deployments/prefect.yaml, and a refresh by hand.
