@@ -160,6 +160,7 @@ def train_cmd(
     lr: float = typer.Option(2e-5),
     dims: Optional[str] = typer.Option(None, help="Matryoshka dims, e.g. 384,256,128,64"),
     max_steps: Optional[int] = typer.Option(None),
+    warmup_steps: Optional[int] = typer.Option(None, help="linear warm-up steps (default 100; keep it below the total steps)"),
     pairing: str = typer.Option("llm", help="llm (FRet p+/p-) | seed_random (the Gecko ablation)"),
     evaluate_scifact: bool = typer.Option(True, "--eval/--no-eval", help="SciFact base vs tuned"),
 ) -> None:
@@ -171,6 +172,7 @@ def train_cmd(
         _require_run(d)
     result = train_flow(run_dirs=[str(d) for d in run_dirs], out_dir=str(out), base_model=base_model,
                         epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps,
+                        warmup_steps=warmup_steps,
                         dims=[int(x) for x in dims.split(",")] if dims else None, pairing=pairing,
                         evaluate_scifact=evaluate_scifact)
     t = result["train"]

@@ -21,13 +21,15 @@ def train_flow(
     lr: float = 2e-5,
     dims: list[int] | None = None,
     max_steps: int | None = None,
+    warmup_steps: int | None = None,
     pairing: str = "llm",
     evaluate_scifact: bool = True,
     scifact_zip: str | None = None,
 ) -> dict:
     config = {"base_model": base_model, "out_dir": resolved(out_dir), "epochs": epochs,
               "batch_size": batch_size, "lr": lr, "dims": dims, "max_steps": max_steps,
-              "pairing": pairing}
+              "pairing": pairing,
+              **({"warmup_steps": warmup_steps} if warmup_steps is not None else {})}
     result = train_task([resolved(d) for d in run_dirs], config)
     out = {"train": result}
     if evaluate_scifact:

@@ -38,8 +38,8 @@ class TrainConfig(BaseModel):
                                   "(caps `epochs`).")
     batch_size: int = Field(32, description="Queries per contrastive batch (the softmax width).")
     lr: float = Field(2e-5, description="Peak learning rate of AdamW.")
-    warmup_steps: int = Field(100, description="Linear warm-up from 0 to `lr`; then linear "
-                              "decay to 0.")
+    warmup_steps: int = Field(100, description="Linear warm-up from 0 to `lr` (at most a quarter "
+                              "of the steps); then linear decay to 0.")
     weight_decay: float = Field(0.01, description="AdamW decay on matrices (not biases/norms).")
     grad_clip: float | None = Field(1.0, description="Max global grad norm; None = no clipping.")
     temperature: float = Field(0.05, description="Softmax temperature of the contrastive loss.")
@@ -75,10 +75,14 @@ class TrainResult(BaseModel):
 
 
 def get_lr(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    """Linear warm-up to cfg.lr over warmup_steps, then linear decay to 0 at total_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, total_steps - cfg.warmup_steps)
+    """Linear warm-up to cfg.lr, then linear decay to 0 at total_steps.
+
+    The warm-up is cfg.warmup_steps but at most a quarter of the run: on a small data set a
+    100-step warm-up would otherwise never reach the peak rate and the model would barely move."""
+    warmup = min(cfg.warmup_steps, max(1, total_steps // 4))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    span = max(1, total_steps - warmup)
     return cfg.lr * max(0.0, (total_steps - step) / span)
 
 

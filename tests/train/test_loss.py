@@ -46,3 +46,14 @@ def test_matryoshka_averages_truncated_renormalised_losses():
     want = (gecko_loss(q, p, n) + gecko_loss(truncate(q, 2), truncate(p, 2), truncate(n, 2))) / 2
     assert torch.allclose(matryoshka_gecko_loss(q, p, n, [8, 2]), want)
     assert torch.allclose(truncate(q, 2).norm(dim=-1), torch.ones(4, dtype=torch.float64))
+
+
+def test_lr_schedule_reaches_its_peak_on_a_short_run():
+    from gecko_factory.train.train import TrainConfig, get_lr
+
+    cfg = TrainConfig(out_dir="unused", lr=1e-4, warmup_steps=100)
+    lrs = [get_lr(s, cfg, total_steps=20) for s in range(20)]
+    assert max(lrs) == 1e-4 and lrs.index(max(lrs)) == 4  # warm-up capped at 20 // 4 steps
+    assert lrs[0] == 1e-4 / 5 and lrs[-1] > 0 and lrs == sorted(lrs[:5]) + lrs[5:]
+    long = [get_lr(s, cfg, total_steps=1000) for s in (0, 99, 101, 999)]
+    assert long[:2] == [1e-6, 1e-4] and long[2] < 1e-4 and long[3] > 0  # 100 steps of 1000 kept
