@@ -123,3 +123,27 @@ def test_base_url_list_is_validated_and_public_dict_has_no_key(monkeypatch):
     monkeypatch.setenv("GECKO_LLM_BASE_URL", "http://a:8000/v1,localhost:8000")
     with pytest.raises(ValueError, match="localhost:8000"):
         LLMSettings(_env_file=None)
+
+
+def test_the_flow_over_two_endpoints_writes_what_one_writes(two_servers, small_corpus, prefect_harness,
+                                                            tmp_path, monkeypatch):
+    # The comma-separated list goes through the flow untouched: probe, shards, manifest.
+    import polars as pl
+
+    from flows.fret import fret_flow
+
+    a, b = two_servers
+    monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
+    monkeypatch.setenv("GECKO_LLM_CONCURRENCY", "4")
+    runs = {}
+    for name, urls in (("one", a.base_url), ("two", f"{a.base_url},{b.base_url}")):
+        monkeypatch.setenv("OPENAI_BASE_URL", urls)
+        before = b.calls()
+        m = fret_flow(run_dir=str(tmp_path / name), corpus=small_corpus, limit=12, candidates=4,
+                      shard_size=4, cache="off")
+        runs[name] = (m, pl.read_parquet(sorted((tmp_path / name / "shards").glob("*.parquet"))),
+                      b.calls() - before)
+    (m1, df1, b1), (m2, df2, b2) = runs["one"], runs["two"]
+    assert b1 == 0 and b2 > 10  # the second endpoint served only the two-endpoint run
+    assert df2.sort("example_id").equals(df1.sort("example_id")) and df1.height == 12
+    assert m2["llm"]["endpoints"] == [a.base_url, b.base_url] and m1["llm"]["endpoints"] == [a.base_url]
