@@ -24,6 +24,7 @@ from gecko_factory.config import FretConfig
 from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
 from gecko_factory.fret import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
+from gecko_factory.llm.embedded import embedded_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
 from tasks.artifacts import ShardProgress, publish_task
@@ -62,6 +63,8 @@ def fret_flow(
     t0 = time.perf_counter()
     dask_address(task_runner)  # a bad value fails before any work
     settings = LLMSettings()
+    if not settings.base_url:  # the manifest shows the limits the shards use (embedded_settings)
+        settings = embedded_settings(settings)
     corpus = absolute_corpus(corpus)  # `resume` may run from another folder
     config = FretConfig(
         corpus=CorpusSpec(path=corpus), limit=limit, candidates=candidates, shard_size=shard_size,

@@ -28,6 +28,22 @@ from gecko_factory.paths import gecko_home
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 180.0
+# The embedded server answers one request at a time (one llama.cpp context per kind). More in
+# flight only queue there, and the queueing counts against each request's timeout: 8 in flight
+# on a busy 2-core machine made requests time out and retry forever (seen). So, unless the user
+# set them: 2 in flight (one decoding, one ready) and a timeout that covers a slow CPU.
+EMBEDDED_CONCURRENCY = 2
+EMBEDDED_TIMEOUT_S = 1800.0
+
+
+def embedded_settings(settings: LLMSettings) -> LLMSettings:
+    """The client settings for the embedded server: user-set values win."""
+    update = {}
+    if "concurrency" not in settings.model_fields_set:
+        update["concurrency"] = EMBEDDED_CONCURRENCY
+    if "timeout_s" not in settings.model_fields_set:
+        update["timeout_s"] = EMBEDDED_TIMEOUT_S
+    return settings.model_copy(update=update)
 
 
 class EmbeddedServerError(RuntimeError):
