@@ -10,7 +10,7 @@ by default (`--cache` adds a run with a fresh SQLite cache, every call a miss an
 The server's own CPU per call is read from /proc, to show whether the server is the ceiling, and
 a bare asyncio-streams keep-alive loop (no retries, no checks) shows the floor for any client.
 
-    python bench/client.py [--calls 6000] [--concurrency 64] [--json out.json]
+    python bench/client.py [--calls 3000] [--concurrency 64] [--json out.json]
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def measure(name, runner, srv, requests, concurrency, **kw) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=6000)
+    ap.add_argument("--calls", type=int, default=3000)  # ~1 min: httpx and openai take ~25 s each
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--candidates", type=int, default=20, help="judge calls per synthesis call")
     ap.add_argument("--cache", action="store_true", help="also time ours with a fresh request cache")

@@ -14,6 +14,7 @@ there in a subprocess. The distilabel side cannot vary the seed per row (its gen
 kwargs are per step), so its requests carry no seed; nothing else differs.
 
     python bench/distilabel.py [--paragraphs 2000] [--latency-ms 50] [--concurrency 64] [--json out.json]
+    python bench/distilabel.py --install-only   # the venv alone (minutes, once): before timed runs
 """
 
 from __future__ import annotations
@@ -97,9 +98,12 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--json", help="write the BenchResult here")
+    ap.add_argument("--install-only", action="store_true", help="set up distilabel's venv and stop")
     args = ap.parse_args()
 
     python = ensure_venv()
+    if args.install_only:
+        return
     paras = paragraphs(args.paragraphs)
     from common import BenchResult, machine, write_result
 
