@@ -102,7 +102,7 @@ class LLMClient:
         self._max_retries = settings.max_retries if max_retries is None else max_retries
         key = settings.api_key.get_secret_value() if settings.api_key else None
         # settings.concurrency is per endpoint: each replica gets as many calls as one alone would.
-        self.pool = EndpointPool(split_base_urls(base_url), settings.concurrency, key)
+        self.pool = EndpointPool(split_base_urls(base_url), settings.concurrency, key, settings.transport)
 
     @property
     def endpoints(self) -> list[Endpoint]:

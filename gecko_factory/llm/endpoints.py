@@ -233,9 +233,14 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 class EndpointPool:
     """Endpoints sharing the load; `acquire` waits until one has room under its own limit."""
 
-    def __init__(self, urls: list[str], limit: int, api_key: str | None):
-        auth = f"Authorization: Bearer {api_key}\r\n".encode() if api_key else b""
-        self.endpoints = [Endpoint(u, limit, auth) for u in urls]
+    def __init__(self, urls: list[str], limit: int, api_key: str | None, transport: str = "fast"):
+        if transport == "openai":  # proxies/redirects via the openai package (openai_transport.py)
+            from gecko_factory.llm.openai_transport import OpenAIEndpoint
+
+            self.endpoints: list[Endpoint] = [OpenAIEndpoint(u, limit, api_key) for u in urls]
+        else:
+            auth = f"Authorization: Bearer {api_key}\r\n".encode() if api_key else b""
+            self.endpoints = [Endpoint(u, limit, auth) for u in urls]
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     def __repr__(self) -> str:  # never the auth header

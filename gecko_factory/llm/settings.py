@@ -7,6 +7,8 @@ comma-separated, share the load (one key for all), each with `concurrency` calls
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +29,10 @@ class LLMSettings(BaseSettings):
         description="Never logged, never written: SecretStr keeps it out of reprs and dumps.",
     )
     model: str = Field(default=EMBEDDED_MODEL_NAME, description="GECKO_LLM_MODEL")
+    transport: Literal["fast", "openai"] = Field(
+        default="fast", description="GECKO_LLM_TRANSPORT: 'fast' (own keep-alive HTTP/1.1, no "
+        "proxies or redirects) or 'openai' (the openai package: HTTP(S)_PROXY, redirects; ~10x "
+        "the client CPU per call)")
     concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once, per endpoint")
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
@@ -60,6 +66,7 @@ class LLMSettings(BaseSettings):
             "base_url": ",".join(endpoints) or "embedded",
             "endpoints": endpoints or ["embedded"],
             "model": self.model,
+            "transport": self.transport,
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,

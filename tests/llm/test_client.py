@@ -53,13 +53,15 @@ def test_unreachable_server_error_names_url_not_key():
     assert KEY not in repr(settings) and KEY not in str(settings.public_dict())
 
 
-def test_every_transient_fault_is_retried_and_a_400_is_not():
+@pytest.mark.parametrize("transport", ["fast", "openai"])
+def test_every_transient_fault_is_retried_and_a_400_is_not(transport):
     # Every request's first attempt fails (429, 500, a hang past the timeout, a malformed or a
     # truncated body); the retry of the same request succeeds.
     from gecko_factory.testing.launch import ScriptedServer
 
     prompts = [f"Passage: tower number {i}\nQuery: tower {i}\nAnswer: Yes" for i in range(25)]
-    settings = LLMSettings(_env_file=None, model="scripted", timeout_s=0.4, backoff_s=0.01, max_retries=2)
+    settings = LLMSettings(_env_file=None, model="scripted", timeout_s=0.4, backoff_s=0.01, max_retries=2,
+                           transport=transport)
 
     async def go(url):
         client = LLMClient(settings, url)
