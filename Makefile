@@ -68,6 +68,7 @@ $(VENV)/.stamp-bench: $(VENV)/.stamp-project
 
 # All benchmarks, one after another (< 20 min on 2 cores); writes BENCHMARKS.md.
 bench: setup $(VENV)/.stamp-bench
+	$(BIN)/python bench/distilabel.py --install-only   # its own venv, outside the timed runs
 	$(BIN)/python bench/run_all.py
 
 # Operations: a local Prefect server (UI at http://127.0.0.1:4200) with a worker per work pool,

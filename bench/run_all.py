@@ -29,7 +29,7 @@ from bench.common import REPO, machine
 # name -> (arguments, timeout in seconds). Sized so that the whole run stays under 20 minutes on
 # the project's 2-core machine; each size is the smallest that still gives a stable figure.
 PLAN: dict[str, tuple[list[str], int]] = {
-    "e2e": (["--paragraphs", "200", "--latency-ms", "100", "--concurrency", "16"], 150),
+    "e2e": (["--paragraphs", "2000", "--latency-ms", "50", "--concurrency", "64"], 300),
     "client": ([], 120),
     "distilabel": ([], 150),
     "mining": (["--docs", "600", "--queries", "200"], 240),
