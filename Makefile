@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 RUN_OUT ?= runs/sample
 RUN_ARGS ?= --limit 12 --candidates 5 --shard-size 4
 
-.PHONY: setup run test test-fast bench inspect train eval server server-stop deploy refresh versions clean
+.PHONY: setup run test test-fast bench inspect train eval experiment-data experiment server server-stop deploy refresh versions clean
 setup: $(VENV)/.stamp-llama $(VENV)/.stamp-model
 
 $(VENV)/.stamp-venv:
@@ -70,6 +70,20 @@ $(VENV)/.stamp-bench: $(VENV)/.stamp-project
 bench: setup $(VENV)/.stamp-bench
 	$(BIN)/python bench/distilabel.py --install-only   # its own venv, outside the timed runs
 	$(BIN)/python bench/run_all.py
+
+# The issue-6 experiment: FRet from SciFact's abstracts (never its claims), then the same training
+# budget on the LLM's pairs and on Gecko's ablation (seed positive, random negative), then SciFact.
+SCIFACT_SEEDS ?= 300
+EXP_TRAIN ?= --epochs 3 --batch-size 32 --warmup-steps 3 --no-eval
+experiment-data: setup
+	$(BIN)/gecko-factory run --corpus scifact --out runs/scifact --limit $(SCIFACT_SEEDS) --candidates 5 --shard-size 16
+
+experiment: $(VENV)/.stamp-project
+	$(BIN)/gecko-factory train runs/scifact --out models/scifact-fret --pairing llm $(EXP_TRAIN)
+	$(BIN)/gecko-factory train runs/scifact --out models/scifact-seed-random --pairing seed_random $(EXP_TRAIN)
+	$(BIN)/gecko-factory eval all-MiniLM-L6-v2
+	$(BIN)/gecko-factory eval models/scifact-fret
+	$(BIN)/gecko-factory eval models/scifact-seed-random
 
 # Operations: a local Prefect server (UI at http://127.0.0.1:4200) with a worker per work pool,
 # the deployments of deployments/prefect.yaml, and a refresh by hand.
