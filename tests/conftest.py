@@ -50,3 +50,47 @@ def llm_env(monkeypatch, scripted_server):
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
     return scripted_server
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` (own PREFECT_HOME, a free port, PREFECT_UI_API_URL set, or
+    the UI cannot find its API), shared by the browser and deployment tests."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from gecko_factory.testing.launch import free_port
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
+    log = (home / "server.log").open("wb")
+    # Services stay on: task runs reach the database through the task-run recorder service.
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port), "--no-scheduler", "--no-late-runs"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass  # not listening yet
+            assert time.monotonic() < deadline, "prefect server not healthy after 120 s"
+            time.sleep(0.5)
+        yield {"api": api, "ui": f"http://127.0.0.1:{port}", "home": home}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gecko_factory.testing.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -36,27 +35,12 @@ def wait_for(predicate, timeout: float, what: str, log: Path | None = None):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-deploy")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
-           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT": PREFECT}
-    log = home / "server.log"
-    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-services"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    try:
-        def healthy():
-            try:
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-        wait_for(healthy, 120, "a healthy Prefect server", log)
-        yield {"api": api, "env": env, "home": home}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+def server(prefect_server):
+    """The session's Prefect server (tests/conftest.py), with the environment the CLI needs."""
+    env = {**os.environ, "PREFECT_HOME": str(prefect_server["home"]),
+           "PREFECT_API_URL": prefect_server["api"], "PREFECT_UI_API_URL": prefect_server["api"],
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    return {"api": prefect_server["api"], "env": env}
 
 
 def deployments(api: str) -> dict[str, dict]:

@@ -14,13 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from gecko_factory.testing.launch import free_port
 from tasks.artifacts import CARD_KEY, PROGRESS_KEY, SHARDS_KEY
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,40 +29,6 @@ pytestmark = [
                        reason=f"no {CHROMIUM}: .ci/run installs Debian's chromium when run as root"),
     pytest.mark.timeout(300),
 ]
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
-    log = (home / "server.log").open("wb")
-    # Services stay on: task runs reach the database through the task-run recorder service.
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--no-scheduler", "--no-late-runs"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass  # not listening yet
-            assert time.monotonic() < deadline, "prefect server not healthy after 120 s"
-            time.sleep(0.5)
-        yield {"api": api, "ui": f"http://127.0.0.1:{port}", "home": home}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +44,9 @@ def ui_run(tmp_path_factory, prefect_server, scripted_server, wiki_sample):
                              "--out", str(run_dir), "--candidates", "4", "--shard-size", "4"],
                             env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    runs = httpx.post(f"{prefect_server['api']}/flow_runs/filter", json={}, timeout=10).json()
+    # the server is shared with other tests: this run by its name
+    runs = httpx.post(f"{prefect_server['api']}/flow_runs/filter", timeout=10, json={
+        "flow_runs": {"name": {"any_": [f"fret-{run_dir}"]}}}).json()
     assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED", runs
     flow_run_id = runs[0]["id"]
     found = httpx.post(f"{prefect_server['api']}/artifacts/filter", timeout=10,
