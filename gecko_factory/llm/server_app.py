@@ -10,8 +10,6 @@ thread-safe, so each has a lock; calls run in worker threads so /health stays re
 from __future__ import annotations
 
 import argparse
-import codecs
-import json
 import logging
 import os
 import threading
@@ -29,11 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gecko_factory.llm.server_text import (BadRequest, apply_stop, incremental_strings,
+                                           json_grammar, sample_token)
+
 log = logging.getLogger("gecko_factory.llm.server")
-
-
-class BadRequest(ValueError):
-    """Becomes a 400 with OpenAI's error shape."""
 
 
 def _error(message: str, status: int = 400, kind: str = "invalid_request_error") -> JSONResponse:
@@ -188,7 +185,7 @@ class Engine:
             gen, gen_lp, gen_top, finish = self._sample_loop(last, req, k if want_lp else -1, stops)
             n_prompt = len(tokens)
             gen_text = b"".join(self.piece(t) for t in gen).decode("utf-8", errors="replace")
-            finish_text, finish = _apply_stop(gen_text, stops, finish)
+            finish_text, finish = apply_stop(gen_text, stops, finish)
             choice: dict[str, Any] = {"index": 0, "text": (req.prompt if req.echo else "") + finish_text,
                                       "logprobs": None, "finish_reason": finish}
             if want_lp:
@@ -212,14 +209,14 @@ class Engine:
         finish = "length"
         for step in range(req.max_tokens):
             lp = _log_softmax(last)
-            tok = int(np.argmax(lp)) if req.temperature == 0 else _sample(lp, req.temperature, req.top_p, rng)
+            tok = int(np.argmax(lp)) if req.temperature == 0 else sample_token(lp, req.temperature, req.top_p, rng)
             if tok in self._eog:
                 finish = "stop"
                 break
             gen.append(tok)
             lps.append(float(lp[tok]))
             tops.append([(j, float(lp[j])) for j in _topk(lp, k)])
-            if stops and _apply_stop(b"".join(self.piece(t) for t in gen).decode("utf-8", "replace"),
+            if stops and apply_stop(b"".join(self.piece(t) for t in gen).decode("utf-8", "replace"),
                                      stops, "length")[1] == "stop":
                 finish = "stop"
                 break
@@ -231,7 +228,7 @@ class Engine:
     def _legacy_logprobs(self, prompt_toks, rows, lse, k, gen, gen_lp, gen_top, base: int):
         """OpenAI legacy `logprobs`: per-token strings whose concatenation is the text."""
         toks = list(prompt_toks) + list(gen)
-        strs, offsets = _incremental_strings([self.piece(t) for t in toks], base)
+        strs, offsets = incremental_strings([self.piece(t) for t in toks], base)
         # the first prompt token has no context, hence no log-prob (OpenAI and vLLM agree)
         token_logprobs: list[float | None] = [None] * min(1, len(prompt_toks))
         top: list[dict[str, float] | None] = [None] * min(1, len(prompt_toks))
@@ -266,7 +263,7 @@ class Engine:
         return out
 
     def chat(self, req: ChatRequest) -> dict[str, Any]:
-        grammar = _json_grammar(req.response_format)
+        grammar = json_grammar(req.response_format)
         max_tokens = req.max_completion_tokens or req.max_tokens
         # create_chat_completion's logprobs need logits_all, which only the scoring context has.
         llm, lock = (self.score, self.score_lock) if req.logprobs else (self.gen, self.gen_lock)
@@ -298,59 +295,6 @@ class Engine:
                     d["bytes"], d["logprob"] = list(d["token"].encode("utf-8")), float(d["logprob"])
                 entry["top_logprobs"] = (entry.get("top_logprobs") or [])[: req.top_logprobs or 0]
         return out
-
-
-def _sample(lp: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    z = lp / temperature
-    p = np.exp(z - z.max())
-    order = np.argsort(-p)  # nucleus: the smallest head of the distribution holding top_p
-    keep = order[: int(np.searchsorted(np.cumsum(p[order]) / p.sum(), top_p)) + 1]
-    return int(keep[rng.choice(len(keep), p=p[keep] / p[keep].sum())])
-
-
-def _apply_stop(text: str, stops: list[str], finish: str) -> tuple[str, str]:
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text[:cut], "stop") if cut >= 0 else (text, finish)
-
-
-def _incremental_strings(pieces: list[bytes], base: int) -> tuple[list[str], list[int]]:
-    """Decode token bytes incrementally so the strings concatenate to the exact text: a token
-    holding part of a multi-byte character gets "", the one completing it the whole character."""
-    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    strs, offsets, pos = [], [], base
-    for p in pieces:
-        s = dec.decode(p)
-        strs.append(s)
-        offsets.append(pos)
-        pos += len(s)
-    if strs:
-        strs[-1] += dec.decode(b"", final=True)
-    return strs, offsets
-
-
-def _json_grammar(rf: dict[str, Any] | None):
-    """OpenAI's response_format as a llama.cpp grammar (None: unconstrained).
-
-    Built here rather than by llama-cpp: 0.3.36's json_schema_to_gbnf emits
-    `char ::= [^"\\]`, which lets raw newlines/control characters into strings (seen: invalid
-    JSON from a schema-constrained call); JSON_GBNF for plain json_object is already strict.
-    """
-    from llama_cpp import llama_grammar
-
-    kind = None if rf is None else rf.get("type")
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object" and not isinstance(rf.get("schema"), dict):
-        return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
-    schema = rf.get("schema") if kind == "json_object" else (rf.get("json_schema") or {}).get("schema")
-    if kind not in ("json_object", "json_schema") or not isinstance(schema, dict):
-        raise BadRequest(f"unsupported response_format {rf!r}: need json_schema.schema (an object)")
-    try:
-        gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
-    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
-        raise BadRequest(f"cannot turn this JSON schema into a grammar: {exc}") from exc
-    gbnf = gbnf.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
-    return llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 def build_app(engine: Engine) -> Starlette:
