@@ -73,8 +73,8 @@ bench: setup $(VENV)/.stamp-bench
 
 # The issue-6 experiment: FRet from SciFact's abstracts (never its claims), then the same training
 # budget on the LLM's pairs and on Gecko's ablation (seed positive, random negative), then SciFact.
-SCIFACT_SEEDS ?= 300
-EXP_TRAIN ?= --epochs 3 --batch-size 32 --warmup-steps 3 --no-eval
+SCIFACT_SEEDS ?= 96
+EXP_TRAIN ?= --epochs 3 --batch-size 16 --warmup-steps 3 --no-eval
 experiment-data: setup
 	$(BIN)/gecko-factory run --corpus scifact --out runs/scifact --limit $(SCIFACT_SEEDS) --candidates 5 --shard-size 16
 
