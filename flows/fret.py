@@ -24,7 +24,7 @@ from gecko_factory.config import FretConfig
 from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
 from gecko_factory.fret import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
-from gecko_factory.llm.embedded import embedded_settings
+from gecko_factory.llm.embedded import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
 from tasks.artifacts import ShardProgress, publish_task
@@ -69,16 +69,9 @@ def fret_flow(
     variables, and an LLM endpoint they can reach (the embedded server listens on loopback only)."""
     t0 = time.perf_counter()
     dask_address(task_runner)  # a bad value fails before any work
-    settings = LLMSettings()
-    if not settings.base_url:  # the manifest shows the limits the shards use (embedded_settings)
-        settings = embedded_settings(settings)
-    corpus = absolute_corpus(corpus)  # `resume` may run from another folder
-    config = FretConfig(
-        corpus=CorpusSpec(path=corpus), limit=limit, candidates=candidates, shard_size=shard_size,
-        judge_mode=judge_mode, negative=negative, seed=seed, llm_model=settings.model,
-        seed_ids_file=str(Path(seed_ids_file).resolve()) if seed_ids_file else None,
-        prompt_versions=prompt_versions(),
-    )
+    settings = client_settings()  # the manifest shows the limits the shards use
+    config = fret_config(corpus, candidates, judge_mode, negative, seed, settings.model, limit=limit,
+                         shard_size=shard_size, seed_ids_file=seed_ids_file)
     with run_lock(Path(run_dir)):  # one writer per run folder
         manifest = _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0,
                         task_runner)
@@ -113,6 +106,20 @@ def shard_runner(spec: str) -> AbstractContextManager[TaskRunner]:
 
     address = dask_address(spec)
     return DaskTaskRunner(address=address) if address else DaskTaskRunner(cluster_kwargs=LOCAL_CLUSTER)
+
+
+def fret_config(corpus: str, candidates: int, judge_mode: str, negative: str, seed: int,
+                llm_model: str, limit: int | None = None, shard_size: int = 256,
+                seed_ids_file: str | None = None) -> FretConfig:
+    """The run's config from flow parameters; the refresh builds its reuse hash with it too, so
+    both always agree on what the recipe is."""
+    return FretConfig(
+        corpus=CorpusSpec(path=absolute_corpus(corpus)),  # `resume` may run from another folder
+        limit=limit, candidates=candidates, shard_size=shard_size, judge_mode=judge_mode,
+        negative=negative, seed=seed, llm_model=llm_model,
+        seed_ids_file=str(Path(seed_ids_file).resolve()) if seed_ids_file else None,
+        prompt_versions=prompt_versions(),
+    )
 
 
 def absolute_corpus(corpus: str) -> str:

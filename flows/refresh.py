@@ -12,12 +12,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from gecko_factory.config import FretConfig
-from gecko_factory.corpus import CorpusSpec
-from gecko_factory.fret import prompt_versions
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
-from flows.fret import absolute_corpus, fret_flow, trigger_training
+from flows.fret import absolute_corpus, fret_config, fret_flow, trigger_training
 from tasks.refresh_tasks import commit_version_task, plan_refresh_task
 
 
@@ -41,9 +38,7 @@ def refresh_flow(
     logger = get_run_logger()
     corpus = absolute_corpus(corpus)
     # The recipe's hash decides whether earlier versions can be reused (same as fret_flow's plan).
-    config = FretConfig(corpus=CorpusSpec(path=corpus), candidates=candidates, judge_mode=judge_mode,
-                        negative=negative, seed=seed, llm_model=LLMSettings().model,
-                        prompt_versions=prompt_versions())
+    config = fret_config(corpus, candidates, judge_mode, negative, seed, LLMSettings().model)
     Path(root).mkdir(parents=True, exist_ok=True)
     with run_lock(Path(root)):  # one refresh at a time per data set
         plan = plan_refresh_task(str(Path(root).resolve()), config.model_dump(mode="json"))

@@ -21,7 +21,7 @@ from gecko_factory.config import FretConfig
 from gecko_factory.fret import ShardJob, run_shard
 from gecko_factory.index import IndexRequest, build_index
 from gecko_factory.llm.client import LLMClient, LLMError, LLMUnreachable, is_transient
-from gecko_factory.llm.embedded import embedded_settings
+from gecko_factory.llm.embedded import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.manifest import write_manifest
 from gecko_factory.paths import gecko_home
@@ -102,10 +102,7 @@ def shard_task(run_dir: str, shard: int, base_url: str, index_path: str, judge_m
                    cache_path=None if cache == "off" else llm_cache_path(Path(run_dir)),
                    cache_read=cache != "refresh", invocation=invocation, budget_usd=budget_usd,
                    max_tokens=max_tokens)
-    settings = LLMSettings()
-    if not settings.base_url:  # the embedded server: a serial one, see embedded_settings
-        settings = embedded_settings(settings)
-    report = run_shard(job, settings)
+    report = run_shard(job, client_settings())
     logger = get_run_logger()
     if report.status == "reused":
         logger.info("shard %05d: already done (%d rows), skipped", shard, report.rows)

@@ -36,8 +36,12 @@ EMBEDDED_CONCURRENCY = 2
 EMBEDDED_TIMEOUT_S = 1800.0
 
 
-def embedded_settings(settings: LLMSettings) -> LLMSettings:
-    """The client settings for the embedded server: user-set values win."""
+def client_settings(settings: LLMSettings | None = None) -> LLMSettings:
+    """The settings a client uses: as given for a configured endpoint; for the embedded server
+    (no base URL), its limits above unless the user set them."""
+    settings = settings or LLMSettings()
+    if settings.base_url:
+        return settings
     update = {}
     if "concurrency" not in settings.model_fields_set:
         update["concurrency"] = EMBEDDED_CONCURRENCY
