@@ -1,4 +1,4 @@
-"""One FRet shard, start to end: synthesize → embed queries → mine → judge → commit.
+"""One FRet shard: per paragraph synthesize → embed the query → mine → judge; then commit.
 
 Entry point: `run_shard(ShardJob, LLMSettings) -> ShardReport`. The shard is the unit of work and
 of resume: inside it, per-paragraph LLM calls fan out with asyncio under the client's
@@ -13,9 +13,11 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gecko_factory.corpus import Paragraph
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
 from gecko_factory.judge import JudgeMode, judge, select
@@ -23,13 +25,21 @@ from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.client import LLMError
 from gecko_factory.llm.runtime import LLMRuntime, get_runtime
 from gecko_factory.llm.settings import LLMSettings
-from gecko_factory.mine import mine
+from gecko_factory.mine import Candidate, mine
 from gecko_factory.plan import RunPlan, paragraphs_by_id
 from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure
-from gecko_factory.synthesize import Synthesized, synthesize
+from gecko_factory.synthesize import SynthesisResult, Synthesized, synthesize_one
 from gecko_factory.templates import load_template
 
 log = logging.getLogger(__name__)
+
+# Seeds per pipeline group (see _run_shard). Small enough that the first judge calls start
+# after a few syntheses; large enough that the encoder's forward pass is not mostly overhead.
+PIPELINE_GROUP = 16
+# Query encoding gets its own thread: the encoder runs one forward at a time anyway, and queued
+# groups parked in the loop's default pool starved the shard commits behind them (a finished
+# shard waited 1-2.5 s to write its file; bench/e2e.py).
+ENCODE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gecko-encode")
 
 
 @dataclass(frozen=True)
@@ -92,35 +102,51 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
                      seed_ids: list[str], input_hash: str) -> ShardReport:
     t0 = time.perf_counter()
     cfg = plan.config
-    corpus = paragraphs_by_id(job.run_dir)
+    # The first load of each is seconds of disk and CPU: keep it off this loop, which carries
+    # every shard's LLM calls (both are cached per process).
+    corpus = await asyncio.to_thread(paragraphs_by_id, job.run_dir)
+    index = await asyncio.to_thread(load_index, job.index_path)
+    encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
     client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read,
                             (job.invocation, job.budget_usd, job.max_tokens))  # shared pool and limit, own usage
-    skipped: Counter = Counter()
-    synth = await synthesize(client, [corpus[i] for i in seed_ids], cfg)
-    skipped.update(synth.skipped)
-    for line in synth.errors:
-        log.warning("shard %05d: %s", job.shard, line)
+    synth = SynthesisResult()
+    judge_failed = 0
 
-    # CPU and disk work goes to a thread: this loop carries every shard's LLM calls.
-    queries = [s.query for s in synth.examples]
-    vectors = await asyncio.to_thread(
-        lambda: Encoder.load(cfg.encoder).encode(queries, cfg.embed_batch_size))
-    index = load_index(job.index_path)
-    candidates = mine(index, vectors, [s.paragraph.id for s in synth.examples],
-                      cfg.candidates, cfg.index.ef_search)
-
-    async def one(s: Synthesized, cands) -> dict | None:
+    async def judge_one(s: Synthesized, candidates: list[Candidate]) -> dict | None:
+        nonlocal judge_failed
         try:
-            judged = await judge(client, s.query, [(c, corpus[c.id]) for c in cands],
+            judged = await judge(client, s.query, [(c, corpus[c.id]) for c in candidates],
                                  job.judge_mode, cfg.judge_passage_chars)
         except LLMError as exc:
-            skipped["llm_error"] += 1
+            judge_failed += 1
             log.warning("shard %05d: %s: judge failed: %s", job.shard, s.paragraph.id, exc)
             return None
         return _row(s, judged, cfg, job.judge_mode, corpus)
 
-    rows = [r for r in await asyncio.gather(*(one(s, c) for s, c in zip(synth.examples, candidates)))
-            if r is not None]
+    # Groups pipeline: a group's queries are embedded and mined (in a thread) as soon as its own
+    # syntheses are in, and its judge calls start while other groups still synthesise, so the
+    # LLM never idles behind a shard-wide stage barrier. A group is fixed by seed order, not by
+    # timing: the encoder's output moves in the last bits with the batch it is in, and that
+    # must not make a rerun mine other candidates.
+    async def group(paragraphs: list[Paragraph]) -> list[dict | None]:
+        done = await asyncio.gather(*(synthesize_one(client, p, cfg, synth) for p in paragraphs))
+        ok = [s for s in done if s is not None]  # the others are counted in synth.skipped
+        if not ok:
+            return []
+        mined = await asyncio.get_running_loop().run_in_executor(ENCODE_THREAD, lambda: mine(
+            index, encoder.encode([s.query for s in ok], cfg.embed_batch_size),
+            [s.paragraph.id for s in ok], cfg.candidates, cfg.index.ef_search))
+        return await asyncio.gather(*(judge_one(s, c) for s, c in zip(ok, mined)))
+
+    seeds = [corpus[i] for i in seed_ids]
+    groups = await asyncio.gather(*(group(seeds[g : g + PIPELINE_GROUP])
+                                    for g in range(0, len(seeds), PIPELINE_GROUP)))
+    rows = [r for rows in groups for r in rows if r is not None]
+    for line in synth.errors:
+        log.warning("shard %05d: %s", job.shard, line)
+    skipped = Counter(synth.skipped)
+    if judge_failed:
+        skipped["llm_error"] += judge_failed
 
     if len(rows) + sum(skipped.values()) != len(seed_ids):
         raise RuntimeError(f"shard {job.shard}: accounting broken: {len(seed_ids)} seeds != "

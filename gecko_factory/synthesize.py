@@ -114,7 +114,9 @@ def is_copy(query: str, passage: str) -> bool:
 
 
 async def synthesize_one(client: LLMClient, paragraph: Paragraph, config: FretConfig,
-                         result: SynthesisResult) -> None:
+                         result: SynthesisResult) -> Synthesized | None:
+    """The paragraph's task and query, also appended to `result`; None when it is skipped
+    (counted in `result.skipped` with the reason)."""
     task_type = pick_task_type(paragraph.id, config.seed, config.task_types)
     messages = build_messages(task_type, paragraph.text)
     last_error = ""
@@ -129,15 +131,17 @@ async def synthesize_one(client: LLMClient, paragraph: Paragraph, config: FretCo
             )
         except LLMError as exc:
             result.skip("llm_error", paragraph.id, str(exc))
-            return
+            return None
         try:
             out = parse_answer(answer.text, paragraph.text)
         except ValueError as exc:
             last_error = str(exc)
             continue
-        result.examples.append(Synthesized(paragraph, task_type, out.task, out.query))
-        return
+        done = Synthesized(paragraph, task_type, out.task, out.query)
+        result.examples.append(done)
+        return done
     result.skip("invalid_llm_output", paragraph.id, last_error)
+    return None
 
 
 async def synthesize(client: LLMClient, paragraphs: list[Paragraph], config: FretConfig) -> SynthesisResult:
