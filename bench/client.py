@@ -33,10 +33,9 @@ def build_requests(n_calls: int, candidates: int) -> list[tuple[str, dict]]:
     """(endpoint, body) pairs in FRet's order: per paragraph, 1 chat then `candidates` judges."""
     from gecko_factory.corpus import sample_corpus_path
     from gecko_factory.synthesize import OUTPUT_SCHEMA, build_messages
-    from gecko_factory.templates import load_template
+    from gecko_factory.judge import one_pass_prompt
 
     data = list(json.loads(sample_corpus_path().read_text()).values())
-    tpl = load_template("judge_v1")
     out: list[tuple[str, dict]] = []
     i = 0
     while len(out) < n_calls:
@@ -48,7 +47,7 @@ def build_requests(n_calls: int, candidates: int) -> list[tuple[str, dict]]:
                                 "json_schema": {"name": "output", "schema": OUTPUT_SCHEMA, "strict": True}}}))
         for c in range(candidates):
             other = data[(i * 7 + c * 13 + 1) % len(data)]["extract"][:800]
-            prompt = tpl.render("one_pass", passage=other, query=f"query {i} about {text[:40]}")
+            prompt = one_pass_prompt(other, f"query {i} about {text[:40]}")[1]
             out.append(("completions", {"model": "scripted", "prompt": prompt, "max_tokens": 1,
                                         "temperature": 0.0, "echo": True, "logprobs": 1}))
         i += 1

@@ -97,13 +97,11 @@ async def prefix_timing(base_url: str, prompts: list[str]) -> float:
 
 
 def prompts_for_prefix(cases, few_shot, passage_chars: int, n: int) -> tuple[list[str], list[str]]:
-    from gecko_factory.judge import TEMPLATE, judge_passage
-    from gecko_factory.templates import load_template
+    from gecko_factory.judge import judge_passage, one_pass_prompt
 
-    tpl = load_template(TEMPLATE)
-    block = "".join(tpl.render("one_pass", passage=judge_passage(p, passage_chars), query=q) + "\n\n"
+    block = "".join(one_pass_prompt(judge_passage(p, passage_chars), q)[1] + "\n\n"
                     for q, p in few_shot)
-    plain = [tpl.render("one_pass", passage=judge_passage(p, passage_chars), query=q)
+    plain = [one_pass_prompt(judge_passage(p, passage_chars), q)[1]
              for q, cands in cases for _, p in cands][:n]
     return plain, [block + x for x in plain]
 

@@ -55,7 +55,7 @@ def run(
     seed_ids_file: Optional[Path] = typer.Option(None, help="seeds only from the paragraph ids in this file (one per line)"),
     candidates: int = typer.Option(20, help="N neighbours judged per query (Gecko: 20)"),
     shard_size: int = typer.Option(256, help="seed paragraphs per shard (the unit of resume)"),
-    judge_mode: str = typer.Option("one_pass", help="one_pass | two_prompt"),
+    judge_mode: str = typer.Option("two_prompt", help="two_prompt (Gecko: a QL and an RC prompt per candidate) | one_pass (both from one pass: half the calls)"),
     negative: str = typer.Option("lowest", help="hard negative: lowest | random"),
     seed: int = typer.Option(0, help="seed of the sample, task types and negatives"),
     force: bool = typer.Option(False, help="re-plan a run folder made with another config/corpus"),

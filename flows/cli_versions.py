@@ -22,7 +22,7 @@ def refresh(
     limit: Optional[int] = typer.Option(None, help="at most this many new seeds in this refresh"),
     candidates: int = typer.Option(20, help="N neighbours judged per query (Gecko: 20)"),
     shard_size: int = typer.Option(256, help="seed paragraphs per shard"),
-    judge_mode: str = typer.Option("one_pass", help="one_pass | two_prompt"),
+    judge_mode: str = typer.Option("two_prompt", help="two_prompt (Gecko: a QL and an RC prompt per candidate) | one_pass (both from one pass: half the calls)"),
     seed: int = typer.Option(0, help="seed of the sample, task types and negatives"),
     train_after: bool = typer.Option(False, help="train on the new version when it is written"),
 ) -> None:

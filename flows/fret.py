@@ -52,7 +52,7 @@ def fret_flow(
     seed_ids_file: str | None = None,
     candidates: int = 20,
     shard_size: int = 256,
-    judge_mode: str = "one_pass",
+    judge_mode: str = "two_prompt",
     negative: str = "lowest",
     seed: int = 0,
     force: bool = False,

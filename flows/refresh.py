@@ -25,7 +25,7 @@ def refresh_flow(
     limit: int | None = None,
     candidates: int = 20,
     shard_size: int = 256,
-    judge_mode: str = "one_pass",
+    judge_mode: str = "two_prompt",
     negative: str = "lowest",
     seed: int = 0,
     cache: str = "on",

@@ -45,7 +45,10 @@ class FretConfig(BaseModel):
     task_types: tuple[str, ...] = TASK_TYPES
     synth_temperature: float = Field(default=0.7, ge=0, le=2)
     synth_max_tokens: int = Field(default=160, ge=16)
-    judge_mode: Literal["one_pass", "two_prompt"] = "one_pass"
+    # Two-prompt (Gecko's form) by default: the one-pass form costs half the judge calls and
+    # tokens, but with the embedded 0.5B judge it picks Gecko's positive in too few examples to
+    # stand in for it (BENCHMARKS.md, judge_cost). With a strong judge, measure and pick one_pass.
+    judge_mode: Literal["one_pass", "two_prompt"] = "two_prompt"
     judge_passage_chars: int = Field(
         default=1200, ge=100, description="passages are cut to this many chars for the judge"
     )

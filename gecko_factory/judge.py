@@ -3,8 +3,9 @@
 Entry point: `judge(client, query, candidates, mode, passage_chars) -> list[JudgedCandidate]`.
 - QL = log p(query | passage): the summed log-probs of the query's tokens after the passage.
 - RC = log p("Yes" | query, passage): the log-prob of the answer token of a yes/no question.
-- `one_pass` gets both from ONE forward pass per candidate (passage, then query, then the yes/no
-  question ending in " Yes") through prompt log-probs (completions `echo` + `logprobs`).
+- `one_pass` gets both from ONE forward pass per candidate: the QL prompt (passage, then query)
+  followed by the yes/no question ending in " Yes", through prompt log-probs (completions `echo`
+  + `logprobs`). Its QL equals the two-prompt QL; only RC is read from another prompt.
 - `two_prompt` is Gecko's form: a QL prompt and a separate RC prompt (chat, top log-probs).
 - `rc_only` is for servers without prompt log-probs (OpenAI's chat models): RC alone, recorded.
 Fusion: R = 1/rank_QL + 1/rank_RC (rank 1 = best); the top R is the positive.
@@ -75,20 +76,37 @@ def yes_logprob(top: dict[str, float]) -> float:
     return min(top.values(), default=YES_FLOOR) if top else YES_FLOOR
 
 
+def one_pass_prompt(passage: str, query: str) -> tuple[str, str]:
+    """(QL prompt, one-pass prompt). The one-pass prompt IS the QL prompt with the yes/no question
+    appended: a causal LM's log-probs of the query tokens do not depend on what follows them, so
+    its QL is the two-prompt form's QL exactly, and RC is read off the same forward pass.
+
+    The QL prompt ends with the newline after the query, and QL counts it (the query ends
+    there): BPE merges a query's final punctuation with a following newline (".\n" is one Qwen
+    token), so a QL prompt that stopped at the query would tokenise differently from the same
+    text inside the one-pass prompt (QL differed by up to 1.2 nats)."""
+    tpl = load_template(TEMPLATE)
+    ql_prompt = tpl.render("query_likelihood", passage=passage, query=query) + "\n"
+    return ql_prompt, ql_prompt + tpl.sections["one_pass_question"]
+
+
+def query_span(ql_prompt: str, query: str) -> tuple[int, int]:
+    """Character span QL sums over: the query and its end of line (see `one_pass_prompt`)."""
+    return len(ql_prompt) - len(query) - 1, len(ql_prompt)
+
+
 async def _one_pass(client: LLMClient, query: str, passage: str) -> tuple[float, float]:
-    prompt = load_template(TEMPLATE).render("one_pass", passage=passage, query=query)
+    ql_prompt, prompt = one_pass_prompt(passage, query)
     scores = await client.prompt_logprobs(prompt)
-    # The query is the last "Query: " line; the answer token is the final "Yes".
-    q_start = prompt.rindex("Query: ") + len("Query: ")
-    ql = scores.span(q_start, q_start + len(query))
+    ql = scores.span(*query_span(ql_prompt, query))
     rc = scores.span(len(prompt) - len("Yes"), len(prompt))
     return ql, rc
 
 
 async def _query_likelihood(client: LLMClient, query: str, passage: str) -> float:
-    prompt = load_template(TEMPLATE).render("query_likelihood", passage=passage, query=query)
+    prompt = one_pass_prompt(passage, query)[0]
     scores = await client.prompt_logprobs(prompt)
-    return scores.span(len(prompt) - len(query), len(prompt))
+    return scores.span(*query_span(prompt, query))
 
 
 async def _relevance(client: LLMClient, query: str, passage: str) -> float:

@@ -58,6 +58,32 @@ def test_query_likelihood_prefers_the_seed(embedded):
     assert ql_wins >= 45
 
 
+def test_one_pass_ql_is_the_two_prompt_ql(embedded):
+    """The one-pass prompt extends the QL prompt, so on the real server its QL must equal the
+    two-prompt QL (up to the server's arithmetic), for every candidate."""
+    from gecko_factory.corpus import Paragraph, sample_corpus_path
+    from gecko_factory.judge import judge
+    from gecko_factory.llm.client import LLMClient
+    from gecko_factory.llm.settings import LLMSettings
+    from gecko_factory.mine import Candidate
+
+    entries = [e for e in json.loads(sample_corpus_path().read_text()).values() if e.get("description")][:4]
+    cands = [(Candidate(str(i), i + 1), Paragraph(str(i), e["title"], e["extract"])) for i, e in enumerate(entries)]
+    # a query ending in punctuation: BPE merges it with a following newline
+    query = entries[0]["description"].rstrip(".") + "."
+
+    async def both() -> tuple[list, list]:
+        client = LLMClient(LLMSettings(concurrency=2), embedded.base_url)
+        try:
+            return (await judge(client, query, cands, "one_pass", 600),
+                    await judge(client, query, cands, "two_prompt", 600))
+        finally:
+            await client.aclose()
+
+    one, two = asyncio.run(both())
+    assert [a.ql for a in one] == pytest.approx([b.ql for b in two], abs=0.25)
+
+
 def test_default_flow_starts_the_embedded_server(tmp_path, small_corpus, prefect_harness, monkeypatch):
     """No base URL set: the flow starts its own llama.cpp server and writes real FRet rows."""
     from flows.fret import fret_flow
@@ -66,7 +92,7 @@ def test_default_flow_starts_the_embedded_server(tmp_path, small_corpus, prefect
         monkeypatch.delenv(k, raising=False)
     m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=3, candidates=4, shard_size=3)
     print(f"\nembedded run: {json.dumps(m['counts'])}, {m['llm_usage']}, {m['wall_seconds']}s")
-    assert m["accounting_ok"] and m["judge_mode"] == ["one_pass"]
+    assert m["accounting_ok"] and m["judge_mode"] == ["two_prompt"]
     assert m["counts"]["examples"] + sum(m["counts"]["skipped"].values()) == 3
     assert m["counts"]["examples"] >= 2
     df = pl.read_parquet(sorted((tmp_path / "run" / "shards").glob("part-*.parquet")))

@@ -10,9 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gecko_factory.corpus import Paragraph
-from gecko_factory.judge import fuse, judge_passage, rank_desc
+from gecko_factory.judge import fuse, judge_passage, one_pass_prompt, query_span, rank_desc
 from gecko_factory.schemas import FRET_SCHEMA
-from gecko_factory.templates import load_template
 from gecko_factory.testing import scripted_server as scripted
 from gecko_factory.testing.launch import free_port
 
@@ -43,7 +42,8 @@ def finished_run(tmp_path_factory, flow_corpus, scripted_server, prefect_harness
                       OPENAI_API_KEY=KEY)
     try:
         before = scripted_server.calls()
-        manifest = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
+        manifest = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16,
+                             judge_mode="one_pass")  # the scores below are checked for one-pass
         after = scripted_server.calls()
     finally:
         for k in ("OPENAI_BASE_URL", "GECKO_LLM_MODEL", "OPENAI_API_KEY"):
@@ -82,16 +82,15 @@ def test_positive_and_negative_follow_the_returned_scores(finished_run):
     """Recompute every score from what the scripted server returns, then the fusion, by hand."""
     run_dir, _, _ = finished_run
     corpus = {r["id"]: r for r in pq.read_table(run_dir / "corpus.parquet").to_pylist()}
-    tpl = load_template("judge_v1")
     df = pl.read_parquet(sorted((run_dir / "shards").glob("part-*.parquet")))
     for row in df.iter_rows(named=True):
         cands = row["candidates"]
         for c in cands:
             passage = judge_passage(Paragraph(**corpus[c["id"]]), 1200)
-            prompt = tpl.render("one_pass", passage=passage, query=row["query"])
+            ql_prompt, prompt = one_pass_prompt(passage, row["query"])
             tokens, lps, offsets = scripted.prompt_scores(prompt)
-            q0 = prompt.rindex("Query: ") + len("Query: ")
-            q_lp = sum(lp for t, lp, o in zip(tokens, lps, offsets) if o < q0 + len(row["query"]) and o + len(t) > q0)
+            q0, q1 = query_span(ql_prompt, row["query"])
+            q_lp = sum(lp for t, lp, o in zip(tokens, lps, offsets) if o < q1 and o + len(t) > q0)
             assert c["ql"] == pytest.approx(q_lp) and c["rc"] == pytest.approx(lps[-1])
         fused = fuse([c["ql"] for c in cands], [c["rc"] for c in cands])
         ranks = rank_desc(fused)
@@ -109,7 +108,7 @@ def test_rerun_reuses_every_shard_without_llm_calls(finished_run, flow_corpus, s
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
     before = scripted_server.calls()
-    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
+    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16, judge_mode="one_pass")
     # only the probe: one completions call; no synthesis, no judging
     assert scripted_server.calls() - before == 1
     assert again["counts"] == first["counts"]
@@ -166,7 +165,7 @@ def test_a_lost_shard_is_redone_from_the_cache_identically(finished_run, flow_co
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
     before = scripted_server.calls()
-    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16)
+    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16, judge_mode="one_pass")
     assert scripted_server.calls() - before == 1  # the probe only
     assert pl.read_parquet(lost).sort("example_id").equals(before_rows)
     shard_stats = json.loads((run_dir / "stats.json").read_text())["shards"][1]

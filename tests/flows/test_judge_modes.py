@@ -11,11 +11,11 @@ def _rows(run_dir) -> pl.DataFrame:
     return pl.read_parquet(sorted((run_dir / "shards").glob("part-*.parquet")))
 
 
-def test_two_prompt_judge_costs_1_plus_2n_calls(tmp_path, small_corpus, prefect_harness, llm_env):
+def test_default_judge_is_two_prompt_at_1_plus_2n_calls(tmp_path, small_corpus, prefect_harness, llm_env):
     from flows.fret import fret_flow
 
     m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=6, candidates=4,
-                  shard_size=6, judge_mode="two_prompt")
+                  shard_size=6)  # no judge_mode: the default
     assert m["judge_mode"] == ["two_prompt"] and m["counts"]["examples"] == 6
     assert m["llm_usage"]["calls"] == 6 * (1 + 2 * 4)
     df = _rows(tmp_path / "run")

@@ -23,7 +23,7 @@ def refresh(root, corpus, server) -> tuple[dict, dict]:
     from flows.refresh import refresh_flow
 
     before = server.stats()
-    result = refresh_flow(root=str(root), corpus=corpus, candidates=N, shard_size=8)
+    result = refresh_flow(root=str(root), corpus=corpus, candidates=N, shard_size=8, judge_mode="one_pass")
     after = server.stats()
     return result, {k: after.get(k, 0) - before.get(k, 0) for k in ("chat", "completions")}
 
