@@ -26,6 +26,7 @@ from gecko_factory.templates import load_template
 
 TEMPLATE = "judge_v1"
 JudgeMode = Literal["one_pass", "two_prompt", "rc_only"]
+RC_TOP_LOGPROBS = 10  # alternatives read at the RC answer token ("Yes", " yes", ... all count)
 YES_FLOOR = -30.0  # RC when "Yes" is not even among the top log-probs of the answer
 
 
@@ -109,13 +110,18 @@ async def _query_likelihood(client: LLMClient, query: str, passage: str) -> floa
     return scores.span(*query_span(prompt, query))
 
 
-async def _relevance(client: LLMClient, query: str, passage: str) -> float:
+def relevance_messages(query: str, passage: str) -> list[dict]:
+    """The RC chat of the two-prompt form: instruction, then query, passage and the question."""
     tpl = load_template(TEMPLATE)
-    messages = [
+    return [
         {"role": "system", "content": tpl.sections["relevance_system"]},
         {"role": "user", "content": tpl.render("relevance_user", passage=passage, query=query)},
     ]
-    answer = await client.chat(messages, temperature=0.0, max_tokens=1, top_logprobs=10)
+
+
+async def _relevance(client: LLMClient, query: str, passage: str) -> float:
+    answer = await client.chat(relevance_messages(query, passage), temperature=0.0, max_tokens=1,
+                               top_logprobs=RC_TOP_LOGPROBS)
     return yes_logprob(answer.first_token_top)
 
 
