@@ -169,14 +169,15 @@ def main() -> None:
         f"Cost ratio two-prompt / one-pass (seconds): **{ratio:.2f}**.\n\n"
         "| prompt layout (one-pass scoring call) | prefix cache on | off | on / off |\n|---|---:|---:|---:|\n"
         + "".join(f"| {lbl} | {on[k]:.2f} s | {off[k]:.2f} s | {on[k] / off[k]:.2f} |\n"
-                  for lbl, k in (("instruction, passage, query (judge_v1)", "plain"),
+                  for lbl, k in (("passage, query, question (judge_v1)", "plain"),
                                  ("shared two-example few-shot block first", "few_shot_first")))
     )
     notes = (f"Small on purpose (a 0.5B model at 1.6-4.5 s a pass on 2 cores): {n} examples give a coarse "
-             "agreement estimate. The machine was shared with other jobs (a nice-19 LLM job among them), "
-             "so seconds are noisy; calls and tokens are exact. judge_v1's one-pass prompt shares only its "
-             "one-line instruction across candidates, less than one 128-token cache chunk, so the cache "
-             "can only pay once a shared block (few-shot examples) is laid out first.")
+             "agreement estimate; seconds are noisy on a shared machine, calls and tokens are exact. "
+             "The one-pass prompt is the QL prompt plus the yes/no question, so both forms compute the "
+             "same QL and differ only in RC. A candidate's prompt starts with its passage, so nothing "
+             "is shared across candidates for the server's prefix cache (128-token chunks) to reuse; "
+             "a shared block (few-shot examples) laid out first is what it can reuse.")
     write_result(BenchResult(
         "judge_cost", title, command, round(ratio, 3), goal, same_pos >= 0.95,
         {"examples": n, "candidates": args.candidates, "one_pass": a, "two_prompt": b,
