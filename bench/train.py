@@ -67,7 +67,8 @@ def bench_sentence_transformers(cfg: TrainConfig, run: Path, base: str) -> float
     inner = MultipleNegativesRankingLoss(model, scale=1 / cfg.temperature,
                                          directions=("query_to_doc", "query_to_query"))
     loss_fn = MatryoshkaLoss(model, inner, DIMS)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: what SentenceTransformerTrainer gets (transformers' default optim on torch >= 2.8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     data = load_triples([run], "train", cfg.val_fraction)
     batches = iter_batches(data, cfg.batch_size, cfg.seed, epoch=0)
     start = time.perf_counter()

@@ -205,7 +205,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # The fused kernel (CPU and CUDA): one MiniLM update took 106 ms against 481 ms for the
+    # default per-parameter loop on 2 CPU cores, a fifth of a batch-16 step. transformers'
+    # Trainer picks it by default too (torch >= 2.8).
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
 def _rng_states(device: torch.device) -> dict:
