@@ -29,14 +29,14 @@ from bench.common import REPO, machine
 # name -> (arguments, timeout in seconds). Sized so that the whole run stays under 20 minutes on
 # the project's 2-core machine; each size is the smallest that still gives a stable figure.
 PLAN: dict[str, tuple[list[str], int]] = {
-    "e2e": (["--paragraphs", "2000", "--latency-ms", "50", "--concurrency", "64"], 300),
+    "e2e": (["--paragraphs", "5000", "--latency-ms", "50", "--concurrency", "64"], 600),
     "client": ([], 120),
     "distilabel": ([], 150),
     "mining": (["--docs", "600", "--queries", "200"], 240),
     "encoder": (["--texts", "384", "--rounds", "2"], 150),
     "judge_cost": (["--queries", "5", "--candidates", "4", "--prefix-calls", "6"], 360),
     "scale": (["--sizes", "10000,30000,100000", "--seeds", "200", "--candidates", "5"], 480),
-    "train": ([], 120),
+    "train": ([], 300),
 }
 TOTAL_BUDGET_S = 20 * 60
 

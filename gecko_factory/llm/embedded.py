@@ -118,7 +118,7 @@ class EmbeddedServer:
             sys.executable, "-m", "gecko_factory.llm.server_app",
             "--model", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
             "--threads", str(threads), "--ctx", str(self.settings.embedded_ctx),
-            "--model-name", self.model_name,
+            "--model-name", self.model_name, "--parent-pid", str(os.getpid()),
         ]
         if self.prefix_chunk is not None:
             cmd += ["--prefix-chunk", str(self.prefix_chunk)]

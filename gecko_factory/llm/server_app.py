@@ -328,6 +328,18 @@ def build_app(engine: Engine) -> Starlette:
     ])
 
 
+def exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
+    """A run killed by SIGTERM/SIGKILL (a cancelled Prefect flow run, a `kill`) runs no atexit
+    hook, so its server would live on holding ~2 GB; we leave when we are re-parented."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
+        log.warning("parent process %d is gone: exiting", parent_pid)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, type=Path)
@@ -338,8 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-name", default="qwen2.5-coder-0.5b-instruct-q4_k_m")
     ap.add_argument("--prefix-chunk", type=int, default=128,
                     help="scoring prefix-cache granularity in tokens (0: no cache, one batch)")
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="exit when this process is gone (the run that started us)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.parent_pid:
+        exit_with_parent(args.parent_pid)
     t0 = time.monotonic()
     engine = Engine(args.model, args.ctx, args.threads, args.model_name,
                     prefix_chunk=args.prefix_chunk)
