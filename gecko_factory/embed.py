@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -92,13 +93,14 @@ class Encoder:
                     feats[key] = torch.from_numpy(arr)
                 yield idx_w[part], feats
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, threads: int | None = None) -> np.ndarray:
+        """`threads`: torch threads for this call only (None: torch's setting, all cores)."""
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        with self._lock, torch.inference_mode():  # one forward at a time: torch uses all cores
+        with self._lock, torch.inference_mode(), torch_threads(threads):  # one forward at a time
             for idx, batch in self.batches(texts, batch_size):
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -107,6 +109,25 @@ class Encoder:
                 out[idx] = pooled.float().numpy()
                 _release_freed_memory()
         return out
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch ops on `n` threads, then restore. One thread is for small work (a group of
+    short queries) next to busy threads: OpenMP's idle workers spin between the many small ops
+    and took the cores from the LLM event loop and server — the same FRet flow ran in 20-30 s
+    or in 60-100 s by chance (bench/e2e.py); with one thread nothing spins."""
+    import torch
+
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _release_freed_memory() -> None:
