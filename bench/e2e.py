@@ -144,12 +144,13 @@ async def bare_script(base_url: str, concurrency: int, run_dir: Path, index_path
     from gecko_factory.llm.client import LLMClient
     from gecko_factory.llm.settings import LLMSettings
     from gecko_factory.mine import mine
-    from gecko_factory.plan import RunPlan, paragraphs_by_id
+    from gecko_factory.corpus_store import open_corpus
+    from gecko_factory.plan import RunPlan
     from gecko_factory.synthesize import synthesize
 
     plan = RunPlan.load(run_dir)
     cfg = plan.config
-    corpus = paragraphs_by_id(run_dir)
+    corpus = open_corpus(run_dir)
     seeds = [corpus[i] for shard in plan.shards for i in shard]
     index, encoder = load_index(index_path), Encoder.load(cfg.encoder)
     client = LLMClient(LLMSettings(_env_file=None, model="scripted", concurrency=concurrency), base_url)

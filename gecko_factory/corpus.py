@@ -3,6 +3,8 @@
 Entry point: `load_corpus(CorpusSpec) -> CorpusResult`. Every input record ends up either as a
 `Paragraph` or as a counted skip with a reason (and, for broken lines, the file and line number),
 never silently dropped. Ids are given by the source or are a stable hash of the normalised text.
+`stream_corpus` is the same without the list, for callers that write the paragraphs out as they
+come (planning a run) instead of holding the whole corpus.
 """
 
 from __future__ import annotations
@@ -189,6 +191,14 @@ def _records(spec: CorpusSpec, errors: list[str], skipped: Counter) -> Iterator[
 def load_corpus(spec: CorpusSpec) -> CorpusResult:
     """Read, normalise and deduplicate; raise `CorpusError` if nothing usable is left."""
     result = CorpusResult(paragraphs=[])
+    result.paragraphs.extend(stream_corpus(spec, result))
+    return result
+
+
+def stream_corpus(spec: CorpusSpec, result: CorpusResult) -> Iterator[Paragraph]:
+    """`load_corpus` one paragraph at a time: yields what it keeps and counts the skips and errors
+    into `result` (whose `paragraphs` it leaves alone); raises `CorpusError` at the end if it kept
+    nothing. Deduplication holds only the ids and 16-hex digests seen, never the texts."""
     seen_text: set[str] = set()
     seen_id: set[str] = set()
     for title, text, pid, where in _records(spec, result.errors, result.skipped):
@@ -214,13 +224,12 @@ def load_corpus(spec: CorpusSpec) -> CorpusResult:
             continue
         seen_text.add(digest)
         seen_id.add(pid)
-        result.paragraphs.append(Paragraph(id=pid, title=title, text=text))
-    if not result.paragraphs:
+        yield Paragraph(id=pid, title=title, text=text)
+    if not seen_id:
         detail = ", ".join(f"{k}={v}" for k, v in sorted(result.skipped.items())) or "no records"
         raise CorpusError(f"corpus {spec.path!r} has no usable paragraph ({detail})")
     if result.skipped:
-        log.info("corpus: %d paragraphs, skipped %s", len(result.paragraphs), dict(result.skipped))
-    return result
+        log.info("corpus: %d paragraphs, skipped %s", len(seen_id), dict(result.skipped))
 
 
 def _note(errors: list[str], message: str) -> None:

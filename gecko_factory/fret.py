@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gecko_factory.corpus import Paragraph
+from gecko_factory.corpus_store import CorpusStore, open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
 from gecko_factory.judge import JudgeMode, judge, select
@@ -26,7 +27,7 @@ from gecko_factory.llm.client import LLMError
 from gecko_factory.llm.runtime import LLMRuntime, get_runtime
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import Candidate, mine
-from gecko_factory.plan import RunPlan, paragraphs_by_id
+from gecko_factory.plan import RunPlan
 from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure
 from gecko_factory.synthesize import SynthesisResult, Synthesized, synthesize_one
 from gecko_factory.templates import load_template
@@ -104,7 +105,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     cfg = plan.config
     # The first load of each is seconds of disk and CPU: keep it off this loop, which carries
     # every shard's LLM calls (both are cached per process).
-    corpus = await asyncio.to_thread(paragraphs_by_id, job.run_dir)
+    corpus = await asyncio.to_thread(open_corpus, job.run_dir)
     index = await asyncio.to_thread(load_index, job.index_path)
     encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
     client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read,
@@ -162,7 +163,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
                        client.usage.as_dict(), seconds)
 
 
-def _row(s: Synthesized, judged, cfg, judge_mode: str, corpus: dict) -> dict:
+def _row(s: Synthesized, judged, cfg, judge_mode: str, corpus: CorpusStore) -> dict:
     positive, negative = select(judged, cfg.negative, key=f"{cfg.seed}:{s.paragraph.id}:{s.query}")
     pos, neg = corpus[positive.id], corpus[negative.id]
     return {

@@ -3,22 +3,31 @@
 Entry point: `plan_run(config, run_dir, force) -> RunPlan`. Like datatrove's task slices, the plan
 is fixed for the life of a run folder; rerunning with a different config or corpus is refused
 (`PlanMismatch`) unless forced, because the old shards would silently mix two data sets.
+The corpus is streamed to corpus.parquet a batch at a time (plus its memory-mappable copy,
+corpus_store.py): planning holds the ids and dedupe digests, not the paragraphs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from gecko_factory.config import FretConfig
-from gecko_factory.corpus import Paragraph, load_corpus
-from gecko_factory.shards import atomic_write_json
+from gecko_factory.corpus import CorpusResult, CorpusSpec, Paragraph, stream_corpus
+from gecko_factory.corpus_store import PARQUET_NAME, write_arrow_copy
+from gecko_factory.schemas import PARAGRAPH_SCHEMA
+
+# The helper commit_shard uses after its rename; reused so every atomic write is the same.
+from gecko_factory.shards import _fsync_dir, atomic_write_json
+
+# Paragraphs per Parquet row group while streaming the corpus out (~6 MB of text).
+WRITE_BATCH = 8192
 
 
 class PlanMismatch(RuntimeError):
@@ -54,17 +63,55 @@ class RunPlan:
         return sum(len(s) for s in self.shards)
 
 
+def _hash_update(h, p: Paragraph) -> None:
+    h.update(f"{p.id}\x1f{p.title}\x1f{p.text}\x1e".encode())
+
+
 def corpus_hash(paragraphs: list[Paragraph]) -> str:
     h = hashlib.sha256()
     for p in paragraphs:
-        h.update(f"{p.id}\x1f{p.title}\x1f{p.text}\x1e".encode())
+        _hash_update(h, p)
     return h.hexdigest()
+
+
+def _write_corpus(spec: CorpusSpec, tmp: Path) -> tuple[CorpusResult, list[str], str]:
+    """Stream the corpus into the Parquet file `tmp` (fsynced); its skips, ids and hash."""
+    result = CorpusResult(paragraphs=[])  # only its skips and errors: the paragraphs go to disk
+    h, ids, batch = hashlib.sha256(), [], []
+    with tmp.open("wb") as fh:
+        with pq.ParquetWriter(fh, PARAGRAPH_SCHEMA, compression="zstd") as writer:
+            for p in stream_corpus(spec, result):
+                _hash_update(h, p)  # the same hash as corpus_hash over the whole list
+                ids.append(p.id)
+                batch.append(p)
+                if len(batch) == WRITE_BATCH:
+                    writer.write_table(CorpusResult(batch).to_table())
+                    batch = []
+            if batch:
+                writer.write_table(CorpusResult(batch).to_table())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return result, ids, h.hexdigest()
 
 
 def plan_run(config: FretConfig, run_dir: Path, force: bool = False) -> RunPlan:
     run_dir.mkdir(parents=True, exist_ok=True)
-    corpus = load_corpus(config.corpus)
-    chash = corpus_hash(corpus.paragraphs)
+    corpus_path = run_dir / PARQUET_NAME
+    tmp = corpus_path.with_name(f"{PARQUET_NAME}.tmp-{os.getpid()}")
+    try:
+        plan = _plan(config, run_dir, force, tmp)
+        os.replace(tmp, corpus_path)  # only now: a refused plan leaves the old corpus as it was
+        _fsync_dir(run_dir)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_arrow_copy(corpus_path)  # here, once, rather than racing in every shard process
+    plan.save(run_dir)
+    return plan
+
+
+def _plan(config: FretConfig, run_dir: Path, force: bool, tmp: Path) -> RunPlan:
+    result, ids, chash = _write_corpus(config.corpus, tmp)
+    count = len(ids)
     config_hash = config.output_hash()
     if (run_dir / "plan.json").exists() and not force:
         old = RunPlan.load(run_dir)
@@ -80,21 +127,13 @@ def plan_run(config: FretConfig, run_dir: Path, force: bool = False) -> RunPlan:
                                f"or --force (compare {run_dir / 'plan.json'})")
 
     # A seeded shuffle, so a --limit sample spreads over the corpus instead of its first letters.
-    ids = [p.id for p in corpus.paragraphs]
     if config.seed_ids_file:
         ids = restrict_to(ids, Path(config.seed_ids_file))
     random.Random(config.seed).shuffle(ids)
     seeds = ids[: config.limit] if config.limit else ids
     shards = [seeds[i : i + config.shard_size] for i in range(0, len(seeds), config.shard_size)]
-    plan = RunPlan(config, config_hash, chash, len(corpus.paragraphs), dict(corpus.skipped),
-                   corpus.errors, shards)
-
-    corpus_path = run_dir / "corpus.parquet"
-    tmp = corpus_path.with_name("corpus.parquet.tmp")
-    pq.write_table(corpus.to_table(), tmp, compression="zstd")
-    tmp.replace(corpus_path)
-    plan.save(run_dir)
-    return plan
+    return RunPlan(config, config_hash, chash, count, dict(result.skipped), result.errors,
+                   shards)
 
 
 def restrict_to(ids: list[str], seed_ids_file: Path) -> list[str]:
@@ -105,15 +144,3 @@ def restrict_to(ids: list[str], seed_ids_file: Path) -> list[str]:
         raise ValueError(f"{seed_ids_file}: {len(missing)} ids are not in the corpus, e.g. "
                          f"{sorted(missing)[:3]}")
     return [i for i in ids if i in wanted]
-
-
-@lru_cache(maxsize=2)
-def _paragraphs(path: str, mtime_ns: int) -> dict[str, Paragraph]:
-    table = pq.read_table(path)
-    return {i: Paragraph(i, t, x) for i, t, x in zip(*(table.column(c).to_pylist() for c in ("id", "title", "text")))}
-
-
-def paragraphs_by_id(run_dir: Path) -> dict[str, Paragraph]:
-    """The run's corpus by id, read once per process (keyed by mtime, so a re-plan is seen)."""
-    path = run_dir / "corpus.parquet"
-    return _paragraphs(str(path), path.stat().st_mtime_ns)
