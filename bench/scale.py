@@ -228,9 +228,9 @@ def main() -> None:
     )
     met = max(phase_extra_kib.values()) <= EXTRA_KIB_GOAL
     notes = ("Ratio = growth of index + embeddings / growth of peak RSS (1 would mean nothing else "
-             "grows). The run's peak is the embed + index build: build_index reads all of "
-             "corpus.parquet into a table and Python lists of titles, texts and passage texts "
-             "(~2.4 KiB a paragraph), so the goal is not met until it streams the corpus in batches. "
+             "grows). The run's peak is the embed + index build: build_index reads corpus.parquet "
+             "8,192 rows at a time into a memory-mapped embeddings file (it held every text at once, "
+             "~2.4 KiB a paragraph, until 2026-11-30), so what grows there is the index and embeddings. "
              "Planning streams the corpus to corpus.parquet and holds the ids and dedupe digests; "
              "a shard process holds 16 bytes a paragraph of id hashes and reads each paragraph it "
              "needs from corpus.arrow, one 128-row batch at a time (corpus_store.py): its growth "
