@@ -174,6 +174,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     ap.add_argument("--shard-size", type=int, default=250)
+    ap.add_argument("--cache", default="on", choices=("on", "off"),
+                    help="the flow's LLM request cache (on by default, as in production)")
     ap.add_argument("--judge-mode", default="two_prompt", choices=("two_prompt", "one_pass"),
                     help="the flow's judge (default: the flow's default); the bare programs follow it")
     ap.add_argument("--no-openai", action="store_true", help="skip the (slow) bare openai loop")
@@ -200,7 +202,7 @@ def main() -> None:
         from flows.fret import fret_flow
 
         params = dict(corpus=str(corpus), candidates=args.candidates, shard_size=args.shard_size,
-                      judge_mode=args.judge_mode)
+                      judge_mode=args.judge_mode, cache=args.cache)
         t0 = time.perf_counter()
         # Warm-up outside the timing: plan + index (cached by corpus hash for the timed run).
         from gecko_factory.config import FretConfig
@@ -245,7 +247,7 @@ def main() -> None:
     figures = {
         "machine": machine(), "paragraphs": args.paragraphs, "examples": manifest["counts"]["examples"],
         "latency_ms": args.latency_ms, "concurrency": args.concurrency, "candidates": args.candidates,
-        "judge_mode": args.judge_mode,
+        "judge_mode": args.judge_mode, "flow_cache": args.cache,
         "shard_size": args.shard_size, "shards_in_flight": args.shards_in_flight or "flow default",
         "latency_bound_ideal_seconds": round(ideal, 1),
         "index_seconds_untimed": round(index_s, 1), "index_vectors": index.count,

@@ -135,7 +135,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
         if not ok:
             return []
         mined = await asyncio.get_running_loop().run_in_executor(ENCODE_THREAD, lambda: mine(
-            index, encoder.encode([s.query for s in ok], cfg.embed_batch_size),
+            index, encoder.encode([s.query for s in ok], cfg.embed_batch_size, threads=1),
             [s.paragraph.id for s in ok], cfg.candidates, cfg.index.ef_search))
         return await asyncio.gather(*(judge_one(s, c) for s, c in zip(ok, mined)))
 
