@@ -3,6 +3,7 @@
 Layout of a run folder:
     plan.json               config (no secrets), corpus hash, seed ids of every shard
     corpus.parquet          the normalised corpus (PARAGRAPH_SCHEMA)
+    corpus.arrow            its lookup copy for shards (gecko_factory/corpus_store.py)
     shards/part-00007.parquet       FRET_SCHEMA rows of shard 7
     shards/part-00007.done.json     its marker: rows, hashes of inputs/config/file, stats
     manifest.json           the run's summary, rewritten at the end of every run
