@@ -104,7 +104,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     t0 = time.perf_counter()
     cfg = plan.config
     # The first load of each is seconds of disk and CPU: keep it off this loop, which carries
-    # every shard's LLM calls (both are cached per process).
+    # every shard's LLM calls (each is cached per process).
     corpus = await asyncio.to_thread(open_corpus, job.run_dir)
     index = await asyncio.to_thread(load_index, job.index_path)
     encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
