@@ -33,9 +33,7 @@ import pyarrow.parquet as pq
 
 from gecko_factory.corpus import Paragraph
 from gecko_factory.schemas import PARAGRAPH_SCHEMA
-
-# The helper commit_shard uses after its rename; reused so every atomic write here is the same.
-from gecko_factory.shards import _fsync_dir
+from gecko_factory.shards import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -94,30 +92,22 @@ def _source_tag(st: os.stat_result) -> bytes:
 def write_arrow_copy(parquet: Path) -> Path:
     """Write corpus.arrow next to `parquet` from it, atomically, a record batch at a time."""
     arrow = parquet.with_name(ARROW_NAME)
-    tmp = arrow.with_name(f"{ARROW_NAME}.tmp-{os.getpid()}")  # processes may race to write it
-    try:
-        with parquet.open("rb") as src:
-            # The tag describes the very bytes read, even if corpus.parquet is replaced meanwhile.
-            schema = PARAGRAPH_SCHEMA.with_metadata({_SOURCE_KEY: _source_tag(os.fstat(src.fileno())),
-                                                     _ROWS_KEY: str(BATCH_ROWS).encode()})
-            with tmp.open("wb") as fh:
-                with pa.ipc.new_file(fh, schema) as writer:
-                    pending = schema.empty_table()
-                    for batch in pq.ParquetFile(src).iter_batches(columns=schema.names, **_READ):
-                        # cast: a Parquet written by another tool may say large_string or nullable
-                        pending = pa.concat_tables([pending, pa.Table.from_arrays(
-                            [batch.column(f.name).cast(f.type) for f in schema], schema=schema)])
-                        while pending.num_rows >= BATCH_ROWS:  # every batch full but the last
-                            writer.write_table(pending.slice(0, BATCH_ROWS).combine_chunks())
-                            pending = pending.slice(BATCH_ROWS)
-                    if pending.num_rows:
-                        writer.write_table(pending.combine_chunks())
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, arrow)
-        _fsync_dir(arrow.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # processes may race to write it: each its own temp file
+    with parquet.open("rb") as src, atomic_file(arrow, f".tmp-{os.getpid()}") as fh:
+        # The tag describes the very bytes read, even if corpus.parquet is replaced meanwhile.
+        schema = PARAGRAPH_SCHEMA.with_metadata({_SOURCE_KEY: _source_tag(os.fstat(src.fileno())),
+                                                 _ROWS_KEY: str(BATCH_ROWS).encode()})
+        with pa.ipc.new_file(fh, schema) as writer:
+            pending = schema.empty_table()
+            for batch in pq.ParquetFile(src).iter_batches(columns=schema.names, **_READ):
+                # cast: a Parquet written by another tool may say large_string or nullable
+                pending = pa.concat_tables([pending, pa.Table.from_arrays(
+                    [batch.column(f.name).cast(f.type) for f in schema], schema=schema)])
+                while pending.num_rows >= BATCH_ROWS:  # every batch full but the last
+                    writer.write_table(pending.slice(0, BATCH_ROWS).combine_chunks())
+                    pending = pending.slice(BATCH_ROWS)
+            if pending.num_rows:
+                writer.write_table(pending.combine_chunks())
     return arrow
 
 

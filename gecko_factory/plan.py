@@ -3,7 +3,7 @@
 Entry point: `plan_run(config, run_dir, force) -> RunPlan`. Like datatrove's task slices, the plan
 is fixed for the life of a run folder; rerunning with a different config or corpus is refused
 (`PlanMismatch`) unless forced, because the old shards would silently mix two data sets.
-The corpus is streamed to corpus.parquet a batch at a time (plus its memory-mappable copy,
+The corpus is streamed to corpus.parquet a batch at a time (plus its lookup copy for shards,
 corpus_store.py): planning holds the ids and dedupe digests, not the paragraphs.
 """
 
@@ -15,6 +15,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow.parquet as pq
 
@@ -22,9 +23,7 @@ from gecko_factory.config import FretConfig
 from gecko_factory.corpus import CorpusResult, CorpusSpec, Paragraph, stream_corpus
 from gecko_factory.corpus_store import PARQUET_NAME, write_arrow_copy
 from gecko_factory.schemas import PARAGRAPH_SCHEMA
-
-# The helper commit_shard uses after its rename; reused so every atomic write is the same.
-from gecko_factory.shards import _fsync_dir, atomic_write_json
+from gecko_factory.shards import atomic_file, atomic_write_json
 
 # Paragraphs per Parquet row group while streaming the corpus out (~6 MB of text).
 WRITE_BATCH = 8192
@@ -74,43 +73,36 @@ def corpus_hash(paragraphs: list[Paragraph]) -> str:
     return h.hexdigest()
 
 
-def _write_corpus(spec: CorpusSpec, tmp: Path) -> tuple[CorpusResult, list[str], str]:
-    """Stream the corpus into the Parquet file `tmp` (fsynced); its skips, ids and hash."""
+def _write_corpus(spec: CorpusSpec, fh: BinaryIO) -> tuple[CorpusResult, list[str], str]:
+    """Stream the corpus as Parquet into `fh`; its skips, ids and hash."""
     result = CorpusResult(paragraphs=[])  # only its skips and errors: the paragraphs go to disk
     h, ids, batch = hashlib.sha256(), [], []
-    with tmp.open("wb") as fh:
-        with pq.ParquetWriter(fh, PARAGRAPH_SCHEMA, compression="zstd") as writer:
-            for p in stream_corpus(spec, result):
-                _hash_update(h, p)  # the same hash as corpus_hash over the whole list
-                ids.append(p.id)
-                batch.append(p)
-                if len(batch) == WRITE_BATCH:
-                    writer.write_table(CorpusResult(batch).to_table())
-                    batch = []
-            if batch:
+    with pq.ParquetWriter(fh, PARAGRAPH_SCHEMA, compression="zstd") as writer:
+        for p in stream_corpus(spec, result):
+            _hash_update(h, p)  # the same hash as corpus_hash over the whole list
+            ids.append(p.id)
+            batch.append(p)
+            if len(batch) == WRITE_BATCH:
                 writer.write_table(CorpusResult(batch).to_table())
-        fh.flush()
-        os.fsync(fh.fileno())
+                batch = []
+        if batch:
+            writer.write_table(CorpusResult(batch).to_table())
     return result, ids, h.hexdigest()
 
 
 def plan_run(config: FretConfig, run_dir: Path, force: bool = False) -> RunPlan:
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus_path = run_dir / PARQUET_NAME
-    tmp = corpus_path.with_name(f"{PARQUET_NAME}.tmp-{os.getpid()}")
-    try:
-        plan = _plan(config, run_dir, force, tmp)
-        os.replace(tmp, corpus_path)  # only now: a refused plan leaves the old corpus as it was
-        _fsync_dir(run_dir)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # The new corpus replaces the old only if the plan is accepted: a refused plan raises inside.
+    with atomic_file(corpus_path, f".tmp-{os.getpid()}") as fh:
+        plan = _plan(config, run_dir, force, fh)
     write_arrow_copy(corpus_path)  # here, once, rather than racing in every shard process
     plan.save(run_dir)
     return plan
 
 
-def _plan(config: FretConfig, run_dir: Path, force: bool, tmp: Path) -> RunPlan:
-    result, ids, chash = _write_corpus(config.corpus, tmp)
+def _plan(config: FretConfig, run_dir: Path, force: bool, fh: BinaryIO) -> RunPlan:
+    result, ids, chash = _write_corpus(config.corpus, fh)
     count = len(ids)
     config_hash = config.output_hash()
     if (run_dir / "plan.json").exists() and not force:

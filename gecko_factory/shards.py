@@ -17,8 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,7 +67,7 @@ def hash_ids(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -72,14 +75,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def atomic_file(path: Path, tmp_suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """Every write of a run file: the caller writes the temp file `path` + `tmp_suffix`; on
+    success it is fsynced, renamed over `path` and the folder fsynced; on an exception it is
+    removed and `path` stays as it was. (A suffix with the pid lets processes race safely.)"""
+    tmp = path.with_name(path.name + tmp_suffix)
+    try:
+        with tmp.open("wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with atomic_file(path) as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: object) -> None:
@@ -111,13 +126,8 @@ def commit_shard(run_dir: Path, shard: int, rows: list[dict], input_hash: str, c
     final = shard_file(run_dir, shard)
     final.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=FRET_SCHEMA)
-    tmp = final.with_name(final.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with atomic_file(final) as fh:  # part-00007.parquet.tmp, then the rename
         pq.write_table(table, fh, compression="zstd")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
     marker = ShardMarker(shard, table.num_rows, input_hash, config_hash, FRET_SCHEMA_VERSION,
                          sha256_file(final), final.stat().st_size, stats)
     atomic_write_json(marker_file(run_dir, shard), asdict(marker))
