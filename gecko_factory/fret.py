@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gecko_factory.corpus import Paragraph
-from gecko_factory.corpus_store import CorpusStore, open_corpus
+from gecko_factory.corpus_store import open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
 from gecko_factory.judge import JudgeMode, judge, select
@@ -115,14 +115,16 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
 
     async def judge_one(s: Synthesized, candidates: list[Candidate]) -> dict | None:
         nonlocal judge_failed
+        # each candidate read once from the store: the row takes its positive and negative here
+        paragraphs = {c.id: corpus[c.id] for c in candidates}
         try:
-            judged = await judge(client, s.query, [(c, corpus[c.id]) for c in candidates],
+            judged = await judge(client, s.query, [(c, paragraphs[c.id]) for c in candidates],
                                  job.judge_mode, cfg.judge_passage_chars)
         except LLMError as exc:
             judge_failed += 1
             log.warning("shard %05d: %s: judge failed: %s", job.shard, s.paragraph.id, exc)
             return None
-        return _row(s, judged, cfg, job.judge_mode, corpus)
+        return _row(s, judged, cfg, job.judge_mode, paragraphs)
 
     # Groups pipeline: a group's queries are embedded and mined (in a thread) as soon as its own
     # syntheses are in, and its judge calls start while other groups still synthesise, so the
@@ -163,9 +165,9 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
                        client.usage.as_dict(), seconds)
 
 
-def _row(s: Synthesized, judged, cfg, judge_mode: str, corpus: CorpusStore) -> dict:
+def _row(s: Synthesized, judged, cfg, judge_mode: str, paragraphs: dict[str, Paragraph]) -> dict:
     positive, negative = select(judged, cfg.negative, key=f"{cfg.seed}:{s.paragraph.id}:{s.query}")
-    pos, neg = corpus[positive.id], corpus[negative.id]
+    pos, neg = paragraphs[positive.id], paragraphs[negative.id]
     return {
         "example_id": example_id(s.paragraph.id, s.task, s.query),
         "seed_id": s.paragraph.id,
