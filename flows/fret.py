@@ -28,7 +28,7 @@ from gecko_factory.llm.embedded import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
 from tasks.artifacts import ShardProgress, publish_task
-from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_task
+from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_retries, shard_task
 from tasks.llm_endpoint import llm_endpoint
 
 
@@ -163,11 +163,13 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, c
     plan = plan_task(config.model_dump(mode="json"), run_dir, force)
     index = index_task(run_dir)
     with llm_endpoint(settings) as base_url:
-        mode = probe_task(base_url, judge_mode)
+        # an endpoint down at the start waits like a shard would (visible as AwaitingRetry)
+        mode = probe_task.with_options(**shard_retries(settings))(base_url, judge_mode)
         progress = ShardProgress(run_dir, plan["shards"])
         with shard_runner(task_runner) as runner:
             futures = {
-                runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}"), parameters=dict(
+                runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}",
+                                                      **shard_retries(settings)), parameters=dict(
                     run_dir=run_dir, shard=shard, base_url=base_url, index_path=index["path"],
                     judge_mode=mode, cache=cache, invocation=invocation, budget_usd=limits[0],
                     max_tokens=limits[1])): shard
@@ -198,6 +200,6 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, c
         for shard, why in failed.items():
             logger.error("shard %05d failed: %s", shard, why)
         raise ShardsFailed(f"{len(failed)} of {plan['shards']} shards failed: {sorted(failed)}; "
-                           f"rerun the same command to redo them (done shards are kept)")
+                           f"`gecko-factory resume {run_dir}` redoes them (done shards are kept)")
     logger.info("FRet run done: %d examples in %s", manifest["counts"]["examples"], Path(run_dir))
     return manifest

@@ -3,7 +3,10 @@
 Entry point: `run_shard(ShardJob, LLMSettings) -> ShardReport`. The shard is the unit of work and
 of resume: inside it, per-paragraph LLM calls fan out with asyncio under the client's
 concurrency limit. Every seed ends as a row or as a counted skip; the shard refuses to commit if
-`seeds == rows + skipped` does not hold.
+`seeds == rows + skipped` does not hold. A skip is about the data (invalid output twice, a
+request the server refused for its content); a failure of the service (unreachable, timeouts,
+429/5xx beyond the client's retries) fails the whole shard before anything is committed, so the
+shard stays failed/pending and `resume` (or the Prefect task's retry) redoes it.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
 from gecko_factory.judge import JudgeMode, judge, select
 from gecko_factory.llm.budget import BudgetExhausted
-from gecko_factory.llm.client import LLMError
-from gecko_factory.llm.runtime import LLMRuntime, get_runtime
+from gecko_factory.llm.client import LLMRequestRejected
+from gecko_factory.llm.runtime import LLMRuntime, gather_all, get_runtime
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import Candidate, mine
 from gecko_factory.plan import RunPlan
-from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure
-from gecko_factory.synthesize import SynthesisResult, Synthesized, synthesize_one
+from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure, shard_config_hash
+from gecko_factory.synthesize import REJECTED, SynthesisResult, Synthesized, synthesize_one
 from gecko_factory.templates import load_template
 
 log = logging.getLogger(__name__)
@@ -84,14 +87,16 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
     plan = RunPlan.load(job.run_dir)
     seed_ids = plan.shards[job.shard]
     input_hash = hash_ids(seed_ids)
-    marker = done_marker(job.run_dir, job.shard, input_hash, plan.config_hash)
+    # the judge mode actually used (the probe may fall back to rc_only) is part of the output
+    config_hash = shard_config_hash(plan.config_hash, job.judge_mode)
+    marker = done_marker(job.run_dir, job.shard, input_hash, config_hash)
     if marker is not None:
         return ShardReport(job.shard, "reused", len(seed_ids), marker.rows,
                            marker.stats.get("skipped", {}), marker.stats.get("relabelled", 0),
                            marker.stats.get("usage", {}), 0.0)
     runtime = get_runtime()
     try:
-        return runtime.run(_run_shard(job, runtime, settings, plan, seed_ids, input_hash))
+        return runtime.run(_run_shard(job, runtime, settings, plan, seed_ids, input_hash, config_hash))
     except BudgetExhausted:
         raise  # not a failure: the shard stays pending for `resume`
     except BaseException as exc:
@@ -100,7 +105,7 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
 
 
 async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, plan: RunPlan,
-                     seed_ids: list[str], input_hash: str) -> ShardReport:
+                     seed_ids: list[str], input_hash: str, config_hash: str) -> ShardReport:
     t0 = time.perf_counter()
     cfg = plan.config
     # The first load of each is seconds of disk and CPU: keep it off this loop, which carries
@@ -111,18 +116,18 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read,
                             (job.invocation, job.budget_usd, job.max_tokens))  # shared pool and limit, own usage
     synth = SynthesisResult()
-    judge_failed = 0
+    judge_rejected = 0
 
     async def judge_one(s: Synthesized, candidates: list[Candidate]) -> dict | None:
-        nonlocal judge_failed
+        nonlocal judge_rejected
         # each candidate read once from the store: the row takes its positive and negative here
         paragraphs = {c.id: corpus[c.id] for c in candidates}
         try:
             judged = await judge(client, s.query, [(c, paragraphs[c.id]) for c in candidates],
                                  job.judge_mode, cfg.judge_passage_chars)
-        except LLMError as exc:
-            judge_failed += 1
-            log.warning("shard %05d: %s: judge failed: %s", job.shard, s.paragraph.id, exc)
+        except LLMRequestRejected as exc:  # this seed's prompt; a service failure fails the shard
+            judge_rejected += 1
+            log.warning("shard %05d: %s: judge request refused: %s", job.shard, s.paragraph.id, exc)
             return None
         return _row(s, judged, cfg, job.judge_mode, paragraphs)
 
@@ -132,24 +137,25 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     # timing: the encoder's output moves in the last bits with the batch it is in, and that
     # must not make a rerun mine other candidates.
     async def group(paragraphs: list[Paragraph]) -> list[dict | None]:
-        done = await asyncio.gather(*(synthesize_one(client, p, cfg, synth) for p in paragraphs))
+        done = await gather_all(*(synthesize_one(client, p, cfg, synth) for p in paragraphs))
         ok = [s for s in done if s is not None]  # the others are counted in synth.skipped
         if not ok:
             return []
         mined = await asyncio.get_running_loop().run_in_executor(ENCODE_THREAD, lambda: mine(
             index, encoder.encode([s.query for s in ok], cfg.embed_batch_size, threads=1),
             [s.paragraph.id for s in ok], cfg.candidates, cfg.index.ef_search))
-        return await asyncio.gather(*(judge_one(s, c) for s, c in zip(ok, mined)))
+        return await gather_all(*(judge_one(s, c) for s, c in zip(ok, mined)))
 
     seeds = [corpus[i] for i in seed_ids]
-    groups = await asyncio.gather(*(group(seeds[g : g + PIPELINE_GROUP])
+    # one seed's service failure cancels the rest: the shard fails as a whole and commits nothing
+    groups = await gather_all(*(group(seeds[g : g + PIPELINE_GROUP])
                                     for g in range(0, len(seeds), PIPELINE_GROUP)))
     rows = [r for rows in groups for r in rows if r is not None]
     for line in synth.errors:
         log.warning("shard %05d: %s", job.shard, line)
     skipped = Counter(synth.skipped)
-    if judge_failed:
-        skipped["llm_error"] += judge_failed
+    if judge_rejected:
+        skipped[REJECTED] += judge_rejected
 
     if len(rows) + sum(skipped.values()) != len(seed_ids):
         raise RuntimeError(f"shard {job.shard}: accounting broken: {len(seed_ids)} seeds != "
@@ -160,7 +166,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
              "usage": client.usage.as_dict(), "seconds": round(seconds, 3),
              "judge_mode": job.judge_mode}
     await asyncio.to_thread(commit_shard, job.run_dir, job.shard, rows, input_hash,
-                            plan.config_hash, stats)
+                            config_hash, stats)
     return ShardReport(job.shard, "done", len(seed_ids), len(rows), dict(skipped), relabelled,
                        client.usage.as_dict(), seconds)
 

@@ -10,12 +10,15 @@ import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass
+from typing import get_args
 from pathlib import Path
 
 from gecko_factory import __version__
 from gecko_factory.llm.budget import cost_usd
 from gecko_factory.plan import RunPlan
-from gecko_factory.shards import ShardMarker, atomic_write_json, done_marker, failed_file, hash_ids, shard_file
+from gecko_factory.judge import JudgeMode
+from gecko_factory.shards import (ShardMarker, atomic_write_json, done_marker, failed_file, hash_ids,
+                                    shard_config_hash, shard_file)
 
 USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "retries", "failed_calls", "cache_hits")
 
@@ -36,9 +39,11 @@ class ShardState:
 def shard_states(run_dir: Path, plan: RunPlan | None = None) -> list[ShardState]:
     """Every planned shard as done (marker matches), failed (last attempt raised) or pending."""
     plan = plan or RunPlan.load(run_dir)
+    # done in whichever judge mode it was judged (the run itself asks for the mode it will use)
+    configs = frozenset(shard_config_hash(plan.config_hash, m) for m in get_args(JudgeMode))
     states = []
     for shard, seeds in enumerate(plan.shards):
-        marker = done_marker(run_dir, shard, hash_ids(seeds), plan.config_hash)
+        marker = done_marker(run_dir, shard, hash_ids(seeds), configs)
         if marker is not None:
             states.append(ShardState(shard, "done", len(seeds), marker))
             continue

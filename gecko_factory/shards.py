@@ -135,12 +135,22 @@ def commit_shard(run_dir: Path, shard: int, rows: list[dict], input_hash: str, c
     return marker
 
 
-def done_marker(run_dir: Path, shard: int, input_hash: str, config_hash: str) -> ShardMarker | None:
-    """The shard's marker if the shard is really done for these inputs and this config."""
+def shard_config_hash(plan_config_hash: str, judge_mode: str) -> str:
+    """The config hash a shard's marker carries: the plan's config and the judge mode the shard
+    was actually judged with. The plan holds the mode asked for, but a server without prompt
+    log-probs is judged RC-only; without this a later run with log-probs would reuse those
+    shards as if they were two-prompt ones."""
+    return hashlib.sha256(f"{plan_config_hash}\x1fjudge_mode={judge_mode}".encode()).hexdigest()
+
+
+def done_marker(run_dir: Path, shard: int, input_hash: str,
+                config_hash: str | frozenset[str]) -> ShardMarker | None:
+    """The shard's marker if the shard is really done for these inputs and this config (or any
+    of a set of configs: `status` accepts a shard judged in any mode)."""
+    accepted = {config_hash} if isinstance(config_hash, str) else config_hash
     marker = ShardMarker.read(marker_file(run_dir, shard))
-    if marker is None or (marker.input_hash, marker.config_hash, marker.schema_version) != (
-        input_hash, config_hash, FRET_SCHEMA_VERSION
-    ):
+    if marker is None or marker.config_hash not in accepted or (
+        marker.input_hash, marker.schema_version) != (input_hash, FRET_SCHEMA_VERSION):
         return None
     path = shard_file(run_dir, shard)
     if not path.exists() or path.stat().st_size != marker.file_bytes or sha256_file(path) != marker.file_sha256:

@@ -3,7 +3,9 @@
 Entry point: `synthesize(client, paragraphs, config) -> SynthesisResult`. The task type is drawn
 uniformly from `config.task_types` (Gecko found uniform sampling best), by a hash of the seed so
 that a rerun draws the same. Output is validated; an invalid answer is retried once with another
-sampling seed, then counted as a skip — never a crash of the shard.
+sampling seed, then counted as a skip — never a crash of the shard. A request the server
+refuses for its content (400/413/422) is a skip too; a failure of the service (unreachable,
+timeouts, 429/5xx beyond the client's retries) is not: it propagates and fails the shard.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from gecko_factory.config import FretConfig
 from gecko_factory.corpus import Paragraph, normalise
-from gecko_factory.llm.client import LLMClient, LLMError
+from gecko_factory.llm.client import LLMClient, LLMRequestRejected
 from gecko_factory.templates import load_template
 
 TEMPLATE = "synthesize_v1"
 ATTEMPTS = 2  # the first answer and one retry
+REJECTED = "llm_rejected_request"  # skip reason: the server refused this request (400/413/422)
 
 OUTPUT_SCHEMA = {
     "type": "object",
@@ -129,8 +132,10 @@ async def synthesize_one(client: LLMClient, paragraph: Paragraph, config: FretCo
                 seed=_stable_int("synth", config.seed, paragraph.id, attempt) % 2**31,
                 json_schema=OUTPUT_SCHEMA,
             )
-        except LLMError as exc:
-            result.skip("llm_error", paragraph.id, str(exc))
+        except LLMRequestRejected as exc:
+            # this paragraph's request, not the service: other seeds go on. A service failure
+            # (LLMServiceError) propagates and fails the shard, which resumes; never a skip.
+            result.skip(REJECTED, paragraph.id, str(exc))
             return None
         try:
             out = parse_answer(answer.text, paragraph.text)

@@ -3,8 +3,11 @@
 Caching: every task here uses NO_CACHE on purpose. Resume is done by the shard markers, which
 check the file on disk and the hashes of inputs and config; a Prefect result cache keyed on the
 task inputs would skip a shard whose file was since deleted or changed.
-Retries: only on transient failures (the server went away, timed out, or said 5xx/429 beyond
-the client's own retries); a bug or a bad config fails at once.
+Retries: only on failures of the service (the server went away, timed out, or said 5xx/429
+beyond the client's own retries: `LLMServiceError`); a bug or a bad config fails at once. The
+shard task's retries and their delays come from the LLM settings (`outage_retry_delays_s`,
+applied by the flow): a shard that fails leaves nothing committed, so a retry or `resume` redoes
+exactly it, and the request cache makes the calls it had finished free.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from gecko_factory.config import FretConfig
 from gecko_factory.fret import ShardJob, run_shard
 from gecko_factory.index import IndexRequest, build_index
-from gecko_factory.llm.client import LLMClient, LLMError, LLMUnreachable, is_transient
+from gecko_factory.llm.client import LLMClient, LLMServiceError
 from gecko_factory.llm.embedded import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.manifest import write_manifest
@@ -34,13 +37,11 @@ def llm_cache_path(run_dir: Path) -> Path:
 
 
 def retry_if_transient(task, task_run, state) -> bool:
-    """Prefect `retry_condition_fn`: retry connection trouble, not bugs."""
+    """Prefect `retry_condition_fn`: retry an outage of the service, not bugs or bad requests."""
     try:
         state.result()
-    except (LLMUnreachable, httpx.TransportError, ConnectionError, TimeoutError):
+    except (LLMServiceError, httpx.TransportError, ConnectionError, TimeoutError):
         return True
-    except LLMError as exc:
-        return is_transient(exc.__cause__) if exc.__cause__ else False
     except Exception:  # noqa: BLE001 - any other failure is not worth a retry
         return False
     return False
@@ -92,8 +93,8 @@ def probe_task(base_url: str, judge_mode: str) -> str:
     return mode
 
 
-@task(name="fret-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=retry_if_transient, tags=["fret", "llm"])
+@task(name="fret-shard", cache_policy=NO_CACHE, retry_condition_fn=retry_if_transient,
+      tags=["fret", "llm"])  # retries: `shard_retries`, from the LLM settings
 def shard_task(run_dir: str, shard: int, base_url: str, index_path: str, judge_mode: str,
                cache: str = "on", invocation: str = "", budget_usd: float | None = None,
                max_tokens: int | None = None) -> dict:
@@ -111,6 +112,12 @@ def shard_task(run_dir: str, shard: int, base_url: str, index_path: str, judge_m
                     shard, report.rows, report.skipped or "none", report.usage.get("calls", 0),
                     report.usage.get("cache_hits", 0), report.seconds)
     return report.as_dict()
+
+
+def shard_retries(settings: LLMSettings) -> dict:
+    """`shard_task.with_options(**shard_retries(settings))`: one retry after each outage delay."""
+    delays = list(settings.outage_retry_delays_s)
+    return {"retries": len(delays), "retry_delay_seconds": delays or 0}
 
 
 @task(name="write-manifest", cache_policy=NO_CACHE, tags=["fret"])

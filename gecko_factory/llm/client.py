@@ -31,8 +31,24 @@ class LLMError(RuntimeError):
     """A request that failed for good (not transient, or out of retries)."""
 
 
-class LLMUnreachable(LLMError):
+class LLMServiceError(LLMError):
+    """The service failed, not the request: unreachable, timed out, 429/5xx or a malformed body,
+    beyond the client's retries. The unit of work fails and resumes; its data is never skipped."""
+
+
+class LLMUnreachable(LLMServiceError):
     """The server could not be reached at all."""
+
+
+class LLMRequestRejected(LLMError):
+    """The server refused this one request for its content (400/413/422: a prompt too long for
+    the context, a parameter it does not take). Other requests may well succeed: the one item
+    that needed it is a counted skip."""
+
+
+# Refusals about one request's content. 401/403/404 are about the setup (key, model name, URL):
+# they fail the unit of work like a bug, since every other request would fail the same way.
+REJECTED_STATUSES = frozenset({400, 413, 422})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -160,14 +176,21 @@ class LLMClient:
         raise AssertionError("unreachable")
 
     def _wrap(self, exc: Exception, ep: Endpoint) -> LLMError:
+        """The client's error for a failed call: what kind it is decides who handles it (a
+        service error fails the shard, a rejected request skips one item, any other fails at once)."""
+        tries = f" ({self._max_retries + 1} attempts)" if is_transient(exc) else ""
         if isinstance(exc, RequestTimeout):
-            return LLMError(f"LLM server {ep.url} did not answer within {self.settings.timeout_s}s")
+            return LLMServiceError(f"LLM server {ep.url} did not answer within {self.settings.timeout_s}s{tries}")
         if isinstance(exc, TransportError):
-            return LLMUnreachable(f"cannot reach the LLM server at {ep.url}: {exc}")
+            return LLMUnreachable(f"cannot reach the LLM server at {ep.url}: {exc}{tries}")
         if isinstance(exc, json.JSONDecodeError):
-            return LLMError(f"LLM server {ep.url} sent a body that is not JSON: {exc.msg}")
+            return LLMServiceError(f"LLM server {ep.url} sent a body that is not JSON: {exc.msg}{tries}")
         if isinstance(exc, MalformedResponse):
-            return LLMError(f"LLM server {ep.url} sent an answer without the expected fields: {exc}")
+            return LLMServiceError(f"LLM server {ep.url} sent an answer without the expected fields: {exc}{tries}")
+        if is_transient(exc):
+            return LLMServiceError(f"LLM server {ep.url} answered {exc}{tries}")
+        if isinstance(exc, HTTPStatusError) and exc.status in REJECTED_STATUSES:
+            return LLMRequestRejected(f"LLM server {ep.url} answered {exc}")
         return LLMError(f"LLM server {ep.url} answered {exc}")
 
     async def chat(
@@ -241,8 +264,8 @@ class LLMClient:
         """One cheap probe: does completions `echo` return usable prompt log-probs?"""
         try:
             scores = await self.prompt_logprobs("Passage: probe.\nQuery: probe")
-        except LLMUnreachable:
-            raise
+        except LLMServiceError:
+            raise  # an outage says nothing about the server's features: judging RC-only would be wrong
         except LLMError as exc:
             log.warning("no prompt log-probs from %s (%s): judging runs RC-only", self.base_url, exc)
             return False

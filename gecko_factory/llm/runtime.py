@@ -59,6 +59,21 @@ class LLMRuntime:
         return shared.scoped()
 
 
+async def gather_all(*aws: Awaitable[T]) -> list[T]:
+    """`asyncio.gather`, except that when one fails the others are cancelled (and awaited).
+
+    Plain gather leaves them running after the first error: in an outage each would go on
+    retrying a dead server through its whole back-off after its shard had already failed."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 _lock = threading.Lock()
 _runtime: LLMRuntime | None = None
 

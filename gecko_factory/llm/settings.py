@@ -37,8 +37,17 @@ class LLMSettings(BaseSettings):
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles, with jitter")
+    outage_retry_delays_s: list[float] = Field(
+        default=[30.0, 120.0, 300.0],
+        description="GECKO_LLM_OUTAGE_RETRY_DELAYS_S (JSON list): when the service still fails after "
+        "the client's retries (down, timing out, 429/5xx), the whole shard is retried after each of "
+        "these waits (Prefect shows it as AwaitingRetry), long enough to ride out a server restart; "
+        "after the last one the shard is failed and `gecko-factory resume` redoes it. [] = fail at once.")
     price_prompt_per_m: float | None = Field(default=None, ge=0, description="USD per 1M prompt tokens")
     price_completion_per_m: float | None = Field(default=None, ge=0, description="USD per 1M completion tokens")
+    embedded_model: str = Field(
+        default=EMBEDDED_MODEL_NAME, description="GECKO_LLM_EMBEDDED_MODEL: the GGUF the embedded server "
+        "loads when no base URL is set (gecko_factory.llm.model_files.EMBEDDED_MODELS)")
     embedded_threads: int | None = Field(default=None, description="llama.cpp threads (None: all cores)")
     embedded_ctx: int = Field(default=2048, ge=256, description="embedded server context length")
 
@@ -70,6 +79,7 @@ class LLMSettings(BaseSettings):
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
+            "outage_retry_delays_s": self.outage_retry_delays_s,
             "usd_per_1m_tokens": list(self.prices()),
         }
 

@@ -29,6 +29,10 @@ class ScriptedServer:
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "ScriptedServer":
+        return self.start()
+
+    def start(self) -> "ScriptedServer":
+        """Start (or, after `stop`, restart) the server on its port: an outage the test controls."""
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gecko_factory.testing.scripted_server",
              "--port", str(self.port), "--latency-ms", str(self.latency_ms), *self.fault_args],
@@ -55,6 +59,10 @@ class ScriptedServer:
         return s.get("chat", 0) + s.get("completions", 0)
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server process; the port is free again (its counters start over on `start`)."""
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()
             try:

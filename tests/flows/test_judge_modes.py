@@ -40,3 +40,29 @@ def test_server_without_prompt_logprobs_runs_rc_only_and_says_so(tmp_path, small
         assert all(c["ql"] is None for c in row["candidates"])
         best = max(row["candidates"], key=lambda c: (c["rc"], -c["retrieval_rank"]))
         assert row["positive_id"] == best["id"]
+
+
+def test_rc_only_shards_are_redone_when_the_server_gives_log_probs(tmp_path, small_corpus, prefect_harness,
+                                                                  monkeypatch):
+    """The judge mode actually used is in the marker's hash: RC-only shards are not reused as
+    two-prompt ones by a later run against a server that has prompt log-probs."""
+    from flows.fret import fret_flow
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
+    params = dict(run_dir=str(run_dir), corpus=small_corpus, limit=8, candidates=3, shard_size=4)
+    with ScriptedServer(prompt_logprobs=False) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        first = fret_flow(**params)
+    assert first["judge_mode_used"] == "rc_only" and (_rows(run_dir)["judge_mode"] == "rc_only").all()
+    with ScriptedServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        second = fret_flow(**params)
+        calls = server.calls()
+    assert second["judge_mode_used"] == "two_prompt"
+    df = _rows(run_dir)
+    assert df.height == 8 and (df["judge_mode"] == "two_prompt").all()
+    assert all(c["ql"] is not None for cands in df["candidates"] for c in cands)
+    # both shards judged again: 3 QL calls per seed (the cache had none) + probes
+    assert second["llm_usage"]["calls"] >= 8 * 3
+    print(f"\nrc_only run then two_prompt run: 2 of 2 shards redone, {calls} calls to the second server")

@@ -3,7 +3,8 @@ import asyncio
 import pytest
 from pydantic import SecretStr
 
-from gecko_factory.llm.client import LLMClient, LLMError, LLMUnreachable, PromptLogprobs
+from gecko_factory.llm.client import (LLMClient, LLMError, LLMRequestRejected, LLMServiceError, LLMUnreachable,
+                                      PromptLogprobs)
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.testing.launch import free_port
 
@@ -81,7 +82,33 @@ def test_every_transient_fault_is_retried_and_a_400_is_not(transport):
     with ScriptedServer(prompt_logprobs=False) as srv:  # answers 400 to echo: not transient
         errors, usage = asyncio.run(go(srv.base_url))
         assert srv.calls() == len(prompts) and usage.retries == 0  # each asked once
-    assert all(isinstance(e, LLMError) and f"{srv.base_url} answered 400" in str(e) for e in errors)
+    # refused for its content: one item's skip, not an outage (the shard goes on)
+    assert all(isinstance(e, LLMRequestRejected) and f"{srv.base_url} answered 400" in str(e) for e in errors)
+
+
+def test_an_outage_beyond_the_retries_is_a_service_error_not_a_rejected_request():
+    """What decides between 'skip this seed' and 'fail the shard': the error's class."""
+    from gecko_factory.testing.launch import ScriptedServer
+
+    settings = LLMSettings(_env_file=None, model="scripted", backoff_s=0.01, max_retries=1)
+
+    async def go(url):
+        client = LLMClient(settings, url)
+        try:
+            return await asyncio.gather(client.chat([{"role": "user", "content": "hi"}]),
+                                        client.prompt_logprobs("Passage: a\nQuery: b"), return_exceptions=True)
+        finally:
+            await client.aclose()
+
+    with ScriptedServer() as srv:
+        srv.stop()  # connection refused
+        errors = asyncio.run(go(srv.base_url))
+    assert all(isinstance(e, LLMUnreachable) and isinstance(e, LLMServiceError) for e in errors)
+    assert all("(2 attempts)" in str(e) and not isinstance(e, LLMRequestRejected) for e in errors)
+    with ScriptedServer(fault_rate=1.0) as srv:  # every first attempt fails, and no retry is allowed
+        settings = LLMSettings(_env_file=None, model="scripted", timeout_s=0.5, max_retries=0)
+        errors = asyncio.run(go(srv.base_url))
+    assert all(isinstance(e, LLMServiceError) for e in errors), errors
 
 
 def test_cache_batches_writes_but_reads_its_pending_answers(tmp_path):
