@@ -22,7 +22,7 @@ from typing import Self
 
 import httpx
 
-from gecko_factory.llm.settings import EMBEDDED_MODEL_NAME, LLMSettings
+from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.paths import gecko_home
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def client_settings(settings: LLMSettings | None = None) -> LLMSettings:
     settings = settings or LLMSettings()
     if settings.base_url:
         return settings
-    update = {}
+    update: dict = {"model": settings.embedded_model}  # the one name the embedded server answers to
     if "concurrency" not in settings.model_fields_set:
         update["concurrency"] = EMBEDDED_CONCURRENCY
     if "timeout_s" not in settings.model_fields_set:
@@ -80,7 +80,7 @@ class EmbeddedServer:
         self.prefix_chunk = prefix_chunk  # None: the server's default; 0: no prefix cache
         # The embedded server serves exactly one model; a user-set GECKO_LLM_MODEL is only
         # meaningful for a remote endpoint, so the name here is always the embedded one.
-        self.model_name = EMBEDDED_MODEL_NAME
+        self.model_name = settings.embedded_model
         self.port: int | None = None
         self.base_url: str | None = None
         self.log_path: Path | None = None
@@ -108,7 +108,7 @@ class EmbeddedServer:
         if self.model_path is None:
             from gecko_factory.llm.model_files import ensure_model
 
-            self.model_path = ensure_model()
+            self.model_path = ensure_model(self.model_name)
         self.port = free_port()
         logs = gecko_home() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
