@@ -131,6 +131,16 @@ class LLMClient:
         view.usage = Usage()
         return view
 
+    def with_model(self, model: str | None) -> "LLMClient":
+        """The same client — endpoints, limit, cache, budget and usage counters — asking for
+        another model (the judge's, when it is not the generator)."""
+        if not model or model == self.settings.model:
+            return self
+        view = object.__new__(LLMClient)
+        view.__dict__.update(self.__dict__)
+        view.settings = self.settings.model_copy(update={"model": model})
+        return view
+
     async def aclose(self) -> None:
         self.pool.close()
 

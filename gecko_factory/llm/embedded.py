@@ -22,7 +22,7 @@ from typing import Self
 
 import httpx
 
-from gecko_factory.llm.settings import LLMSettings
+from gecko_factory.llm.settings import EMBEDDED_JUDGE_MODEL, LLMSettings
 from gecko_factory.paths import gecko_home
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,12 @@ def client_settings(settings: LLMSettings | None = None) -> LLMSettings:
     settings = settings or LLMSettings()
     if settings.base_url:
         return settings
-    update: dict = {"model": settings.embedded_model}  # the one name the embedded server answers to
+    # the names the embedded server answers to: it loads the judge too when that is another model
+    update: dict = {"model": settings.embedded_model}
+    if "judge_model" not in settings.model_fields_set:
+        update["judge_model"] = EMBEDDED_JUDGE_MODEL
+    if (update.get("judge_model", settings.judge_model) or settings.embedded_model) == settings.embedded_model:
+        update["judge_model"] = None  # one model writes and judges
     if "concurrency" not in settings.model_fields_set:
         update["concurrency"] = EMBEDDED_CONCURRENCY
     if "timeout_s" not in settings.model_fields_set:
@@ -105,10 +110,15 @@ class EmbeddedServer:
                 "README), or point GECKO_LLM_BASE_URL / OPENAI_BASE_URL at an OpenAI-compatible "
                 "server."
             )
-        if self.model_path is None:
-            from gecko_factory.llm.model_files import ensure_model
+        from gecko_factory.llm.model_files import ensure_model
 
+        if self.model_path is None:
             self.model_path = ensure_model(self.model_name)
+        # (path, name) of every model served: the generator first, then a separate judge
+        served = [(self.model_path, self.model_name)]
+        judge = self.settings.judge_model
+        if judge and judge != self.model_name:
+            served.append((ensure_model(judge), judge))
         self.port = free_port()
         logs = gecko_home() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -116,10 +126,12 @@ class EmbeddedServer:
         threads = self.settings.embedded_threads or os.cpu_count() or 1
         cmd = [
             sys.executable, "-m", "gecko_factory.llm.server_app",
-            "--model", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
+            "--host", "127.0.0.1", "--port", str(self.port),
             "--threads", str(threads), "--ctx", str(self.settings.embedded_ctx),
-            "--model-name", self.model_name, "--parent-pid", str(os.getpid()),
+            "--parent-pid", str(os.getpid()),
         ]
+        for path, name in served:
+            cmd += ["--model", str(path), "--model-name", name]
         if self.prefix_chunk is not None:
             cmd += ["--prefix-chunk", str(self.prefix_chunk)]
         log.info("starting embedded LLM server on port %d (log: %s)", self.port, self.log_path)

@@ -5,6 +5,9 @@ log-probs come from the logits (`scores[i-1]` predicts `tokens[i]`, see shared/M
 Two `Llama` instances share the mmapped weights: `gen` (fast sampling) and `score`
 (`logits_all=True`, for prompt and generation log-probs). llama.cpp contexts are not
 thread-safe, so each has a lock; calls run in worker threads so /health stays responsive.
+Several models can be served at once (`--model A.gguf --model-name a --model B.gguf --model-name
+b`): a request goes to the engine its `model` field names (the first when it names none), so a
+small model can write queries while a stronger one judges, behind one port.
 """
 
 from __future__ import annotations
@@ -297,15 +300,18 @@ class Engine:
         return out
 
 
-def build_app(engine: Engine) -> Starlette:
+def build_app(engines: list[Engine]) -> Starlette:
+    by_name = {e.model_name: e for e in engines}
+
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def models(_: Request) -> JSONResponse:
-        data = [{"id": engine.model_name, "object": "model", "created": 0, "owned_by": "gecko-factory"}]
+        data = [{"id": e.model_name, "object": "model", "created": 0, "owned_by": "gecko-factory"}
+                for e in engines]
         return JSONResponse({"object": "list", "data": data})
 
-    def endpoint(model_cls, method):
+    def endpoint(model_cls, method_name: str):
         async def handler(request: Request) -> JSONResponse:
             try:
                 body = await request.json()
@@ -313,7 +319,12 @@ def build_app(engine: Engine) -> Starlette:
                 return _error("request body is not valid JSON")
             try:
                 req = model_cls.model_validate(body)
-                return JSONResponse(await run_in_threadpool(method, req))
+                # one model: it answers to any name, as llama.cpp's server does; several: by name
+                engine = engines[0] if req.model is None or len(engines) == 1 else by_name.get(req.model)
+                if engine is None:  # OpenAI's answer to an unknown model: 404, not a silent swap
+                    return _error(f"The model `{req.model}` does not exist; served: {', '.join(by_name)}",
+                                  404, "not_found_error")
+                return JSONResponse(await run_in_threadpool(getattr(engine, method_name), req))
             except ValidationError as exc:
                 return _error(f"invalid request: {exc.errors(include_url=False, include_context=False)}")
             except BadRequest as exc:
@@ -323,8 +334,8 @@ def build_app(engine: Engine) -> Starlette:
     return Starlette(routes=[
         Route("/health", health),
         Route("/v1/models", models),
-        Route("/v1/chat/completions", endpoint(ChatRequest, engine.chat), methods=["POST"]),
-        Route("/v1/completions", endpoint(CompletionRequest, engine.complete), methods=["POST"]),
+        Route("/v1/chat/completions", endpoint(ChatRequest, "chat"), methods=["POST"]),
+        Route("/v1/completions", endpoint(CompletionRequest, "complete"), methods=["POST"]),
     ])
 
 
@@ -342,12 +353,14 @@ def exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, type=Path)
+    ap.add_argument("--model", required=True, type=Path, action="append",
+                    help="a GGUF to serve (repeat for several, each with its --model-name)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--ctx", type=int, default=2048)
-    ap.add_argument("--model-name", default="qwen2.5-coder-0.5b-instruct-q4_k_m")
+    ap.add_argument("--model-name", action="append", default=None,
+                    help="the name each --model answers to (default: the file's stem)")
     ap.add_argument("--prefix-chunk", type=int, default=128,
                     help="scoring prefix-cache granularity in tokens (0: no cache, one batch)")
     ap.add_argument("--parent-pid", type=int, default=None,
@@ -356,11 +369,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.parent_pid:
         exit_with_parent(args.parent_pid)
-    t0 = time.monotonic()
-    engine = Engine(args.model, args.ctx, args.threads, args.model_name,
-                    prefix_chunk=args.prefix_chunk)
-    log.info("loaded %s in %.1f s", args.model, time.monotonic() - t0)
-    uvicorn.run(build_app(engine), host=args.host, port=args.port, log_level="warning")
+    names = args.model_name or [m.stem for m in args.model]
+    if len(names) != len(args.model):
+        ap.error("give one --model-name per --model, or none")
+    engines = []
+    for path, name in zip(args.model, names):
+        t0 = time.monotonic()
+        engines.append(Engine(path, args.ctx, args.threads, name, prefix_chunk=args.prefix_chunk))
+        log.info("loaded %s as %s in %.1f s", path, name, time.monotonic() - t0)
+    uvicorn.run(build_app(engines), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+# The embedded server's judge when the user names none (GECKO_LLM_JUDGE_MODEL); chosen by the
+# judge audit (README, "Auditing the judge").
+EMBEDDED_JUDGE_MODEL = EMBEDDED_MODEL_NAME
 
 
 class LLMSettings(BaseSettings):
@@ -29,6 +32,10 @@ class LLMSettings(BaseSettings):
         description="Never logged, never written: SecretStr keeps it out of reprs and dumps.",
     )
     model: str = Field(default=EMBEDDED_MODEL_NAME, description="GECKO_LLM_MODEL")
+    judge_model: str | None = Field(
+        default=None, description="GECKO_LLM_JUDGE_MODEL: the model that scores candidates (QL, RC), "
+        "on the same endpoints; unset: `model` writes and judges. A small model can write queries "
+        "while a stronger one judges (the judge audit says whether it is worth it)")
     transport: Literal["fast", "openai"] = Field(
         default="fast", description="GECKO_LLM_TRANSPORT: 'fast' (own keep-alive HTTP/1.1, no "
         "proxies or redirects) or 'openai' (the openai package: HTTP(S)_PROXY, redirects; ~10x "
@@ -75,6 +82,7 @@ class LLMSettings(BaseSettings):
             "base_url": ",".join(endpoints) or "embedded",
             "endpoints": endpoints or ["embedded"],
             "model": self.model,
+            "judge_model": self.judge_model or self.model,
             "transport": self.transport,
             "concurrency": self.concurrency,
             "timeout_s": self.timeout_s,
