@@ -16,14 +16,67 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Gecko/FRet training data from plain paragraphs, orchestrated by Prefect.")
+class _Program(typer.Typer):
+    """The app run as the `gecko-factory` program: the console script and `python -m flows.cli`
+    call it; typer's CliRunner (tests) calls the click command directly and never gets here."""
+
+    def __call__(self, *args, **kwargs):
+        # First thing, before any process is started, and for every command (later ones too): a
+        # reaper that ends whatever this process started (Prefect's server, Dask workers, the LLM
+        # server) once it is gone, `kill -9` included. Not in a typer callback: that also runs
+        # under CliRunner and would leave a reaper on the test process.
+        from gecko_factory.orphan_reaper import start_reaper
+
+        start_reaper()
+        try:
+            return super().__call__(*args, **kwargs)
+        except RuntimeError as exc:  # a command without its own handler (train): say what to raise
+            if hint := _server_start_hint(exc):
+                console.print(f"[red]error:[/red] {escape(str(exc))}{hint}")
+                raise SystemExit(1) from None
+            raise
+
+
+app = _Program(add_completion=False, no_args_is_help=True,
+               help="Gecko/FRet training data from plain paragraphs, orchestrated by Prefect.")
 console = Console(stderr=True)
+
+# Prefect's ephemeral API server (started when PREFECT_API_URL is unset) must answer within this
+# setting, 20 s by default; with both cores of a 2-core machine busy its start took longer.
+SERVER_START_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+SERVER_START_DEFAULT_S = 180
 
 
 def _quiet_prefect() -> None:
     # No telemetry calls from a machine that may have no network; set before prefect is imported.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _default_server_start_timeout()
+
+
+def _default_server_start_timeout() -> None:
+    """SERVER_START_DEFAULT_S unless the user set the timeout anywhere Prefect reads settings from:
+    the environment, .env, prefect.toml, pyproject.toml or the profile (`prefect config set`)."""
+    if SERVER_START_SETTING in os.environ:
+        return
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import Settings
+
+    if "startup_timeout_seconds" in Settings().server.ephemeral.model_fields_set:
+        return
+    os.environ[SERVER_START_SETTING] = str(SERVER_START_DEFAULT_S)
+    refresh_global_settings_context()  # prefect read its settings when it was imported
+
+
+def _server_start_hint(exc: BaseException) -> str:
+    """How to raise the ephemeral server's start timeout, when that is what `exc` is about."""
+    if "ephemeral Prefect API server" not in str(exc):
+        return ""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout
+
+    return (f"\nPrefect's API server did not start within {SERVER_START_SETTING} = "
+            f"{timeout.value()} s (a busy machine?). Raise it, e.g. `export {SERVER_START_SETTING}=600` "
+            f"or `prefect config set {SERVER_START_SETTING}=600`, or run against a started server "
+            "(PREFECT_API_URL).")
 
 
 def _watch(run_dir: Path, stop: threading.Event) -> None:
@@ -87,7 +140,7 @@ def run(
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into a message + exit 1
         stop.set()
         watcher.join()
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}{_server_start_hint(exc)}")
         if (out / "plan.json").exists():
             console.print(f"shards that are done are kept; rerun the same command to resume ({out})")
         raise typer.Exit(1)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli import _quiet_prefect, app, console
+from flows.cli import _quiet_prefect, _server_start_hint, app, console
 
 
 @app.command()
@@ -35,7 +35,7 @@ def refresh(
                               shard_size=shard_size, judge_mode=judge_mode, seed=seed,
                               train_after=train_after)
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into a message + exit 1
-        console.print(f"[red]refresh failed:[/red] {exc}")
+        console.print(f"[red]refresh failed:[/red] {exc}{_server_start_hint(exc)}")
         raise typer.Exit(1) from exc
     if result.get("stopped"):
         console.print(f"[yellow]stopped:[/yellow] {result['stopped']}")
