@@ -65,7 +65,8 @@ def build_cases(zip_path: Path, n_queries: int, n_cand: int):
 
 
 async def judge_all(base_url: str, cases, mode: str, passage_chars: int):
-    from gecko_factory.judge import judge, select
+    from gecko_factory.fusion import FusionConfig, decide
+    from gecko_factory.judge import judge
     from gecko_factory.llm.client import LLMClient
     from gecko_factory.llm.settings import LLMSettings
 
@@ -74,8 +75,8 @@ async def judge_all(base_url: str, cases, mode: str, passage_chars: int):
     picks = []
     for query, cands in cases:
         judged = await judge(client, query, cands, mode, passage_chars)  # type: ignore[arg-type]
-        pos, neg = select(judged, "lowest", query)
-        picks.append((pos.id, neg.id))
+        pick = decide(judged, FusionConfig(), None, None)  # Gecko's RRF: how the forms agree
+        picks.append((pick.positive.id, pick.negative.id))
     seconds = time.perf_counter() - t0
     await client.aclose()
     return picks, seconds, client.usage

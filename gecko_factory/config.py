@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from gecko_factory.corpus import CorpusSpec
+from gecko_factory.fusion import FusionConfig, NegativeGuard
 
 # Gecko samples the task type uniformly from a list; these follow its appendix.
 TASK_TYPES = (
@@ -52,7 +53,13 @@ class FretConfig(BaseModel):
     judge_passage_chars: int = Field(
         default=1200, ge=100, description="passages are cut to this many chars for the judge"
     )
+    # Which candidate is the positive (fusion.py). The default is chosen by the judge audit
+    # (README, "Auditing the judge"): Gecko's RRF gave a 0.5B judge's noisy RC the same vote as
+    # QL and relabelled to wrong positives; keep_seed relabels only when every signal agrees.
+    fusion: FusionConfig = Field(default_factory=lambda: FusionConfig(keep_seed=True))
     negative: Literal["lowest", "random"] = "lowest"
+    # Candidates that may not be the hard negative (likely false negatives); None: Gecko's rule.
+    negative_guard: NegativeGuard | None = Field(default_factory=NegativeGuard)
     encoder: str = Field(default="all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' or a local folder")
     embed_batch_size: int = Field(default=64, ge=1)
     index: IndexConfig = Field(default_factory=IndexConfig)

@@ -24,7 +24,8 @@ from gecko_factory.corpus import Paragraph
 from gecko_factory.corpus_store import open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
-from gecko_factory.judge import JudgeMode, judge, select
+from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, decide
+from gecko_factory.judge import JudgedCandidate, JudgeMode, judge
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.client import LLMRequestRejected
 from gecko_factory.llm.runtime import LLMRuntime, gather_all, get_runtime
@@ -150,10 +151,12 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     # one seed's service failure cancels the rest: the shard fails as a whole and commits nothing
     groups = await gather_all(*(group(seeds[g : g + PIPELINE_GROUP])
                                     for g in range(0, len(seeds), PIPELINE_GROUP)))
-    rows = [r for rows in groups for r in rows if r is not None]
+    results = [r for rows in groups for r in rows if r is not None]
+    rows = [r for r in results if not isinstance(r, Skip)]
     for line in synth.errors:
         log.warning("shard %05d: %s", job.shard, line)
     skipped = Counter(synth.skipped)
+    skipped.update(r.reason for r in results if isinstance(r, Skip))  # e.g. no safe negative
     if judge_rejected:
         skipped[REJECTED] += judge_rejected
 
@@ -171,9 +174,26 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
                        client.usage.as_dict(), seconds)
 
 
-def _row(s: Synthesized, judged, cfg, judge_mode: str, paragraphs: dict[str, Paragraph]) -> dict:
-    positive, negative = select(judged, cfg.negative, key=f"{cfg.seed}:{s.paragraph.id}:{s.query}")
-    pos, neg = paragraphs[positive.id], paragraphs[negative.id]
+@dataclass(frozen=True)
+class Skip:
+    """A judged seed that makes no row, and why (counted in the shard's skips)."""
+
+    reason: str
+
+
+def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
+         paragraphs: dict[str, Paragraph]) -> dict | Skip:
+    vectors = {j.id: j.vector for j in judged}
+
+    def cosine(a: str, b: str) -> float | None:
+        va, vb = vectors.get(a), vectors.get(b)
+        return None if va is None or vb is None else float(va @ vb)
+
+    pick: Decision = decide(judged, cfg.fusion, cfg.negative_guard, s.paragraph.id, cfg.negative,
+                            key=f"{cfg.seed}:{s.paragraph.id}:{s.query}", cosine=cosine)
+    if pick.negative is None:
+        return Skip(NO_SAFE_NEGATIVE)
+    pos, neg = paragraphs[pick.positive.id], paragraphs[pick.negative.id]
     return {
         "example_id": example_id(s.paragraph.id, s.task, s.query),
         "seed_id": s.paragraph.id,
@@ -187,8 +207,11 @@ def _row(s: Synthesized, judged, cfg, judge_mode: str, paragraphs: dict[str, Par
         "negative_title": neg.title,
         "negative_text": neg.text,
         "relabelled": pos.id != s.paragraph.id,
-        "candidates": [asdict(j) for j in judged],
+        "candidates": [{"id": j.id, "retrieval_rank": j.retrieval_rank, "similarity": j.similarity,
+                        "ql": j.ql, "rc": j.rc, "fused_score": f, "fused_rank": r}
+                       for j, f, r in zip(judged, pick.fused, pick.fused_ranks)],
         "judge_mode": judge_mode,
+        "fusion": cfg.fusion.spec(),
         "llm_model": cfg.llm_model,
         "prompt_version": "+".join(sorted(cfg.prompt_versions.values())),
     }

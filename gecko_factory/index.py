@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -121,6 +121,13 @@ class LoadedIndex:
     index: hnswlib.Index
     ids: list[str]
     lock: threading.Lock  # hnswlib's ef is global state; searches set it, so serialise
+    _labels: dict[str, int] | None = field(default=None, repr=False)
+
+    def label_of(self, pid: str) -> int:
+        """The index label (row) of a paragraph id; the map is built on first use."""
+        if self._labels is None:
+            self._labels = {p: i for i, p in enumerate(self.ids)}
+        return self._labels[pid]
 
 
 @lru_cache(maxsize=2)

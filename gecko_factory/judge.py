@@ -1,4 +1,4 @@
-"""Judge stage: score every (query, candidate) with the LLM and fuse the two rankings as Gecko.
+"""Judge stage: score every (query, candidate) with the LLM, as Gecko does (QL and RC).
 
 Entry point: `judge(client, query, candidates, mode, passage_chars) -> list[JudgedCandidate]`.
 - QL = log p(query | passage): the summed log-probs of the query's tokens after the passage.
@@ -8,7 +8,8 @@ Entry point: `judge(client, query, candidates, mode, passage_chars) -> list[Judg
   + `logprobs`). Its QL equals the two-prompt QL; only RC is read from another prompt.
 - `two_prompt` is Gecko's form: a QL prompt and a separate RC prompt (chat, top log-probs).
 - `rc_only` is for servers without prompt log-probs (OpenAI's chat models): RC alone, recorded.
-Fusion: R = 1/rank_QL + 1/rank_RC (rank 1 = best); the top R is the positive.
+The judge only scores; which candidate becomes the positive and which the hard negative is
+fusion.py's (a pure function of these scores, so an audit can replay every fusion on them).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from gecko_factory.corpus import Paragraph
+from gecko_factory.fusion import Scored
 from gecko_factory.llm.client import LLMClient
 from gecko_factory.mine import Candidate
 from gecko_factory.templates import load_template
@@ -28,16 +33,14 @@ TEMPLATE = "judge_v1"
 JudgeMode = Literal["one_pass", "two_prompt", "rc_only"]
 RC_TOP_LOGPROBS = 10  # alternatives read at the RC answer token ("Yes", " yes", ... all count)
 YES_FLOOR = -30.0  # RC when "Yes" is not even among the top log-probs of the answer
+_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
 @dataclass(frozen=True)
-class JudgedCandidate:
-    id: str
-    retrieval_rank: int
-    ql: float | None
-    rc: float | None
-    fused_score: float
-    fused_rank: int
+class JudgedCandidate(Scored):
+    """A candidate with the judge's scores (fusion.Scored) and its passage vector."""
+
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def judge_passage(p: Paragraph, max_chars: int) -> str:
@@ -47,26 +50,6 @@ def judge_passage(p: Paragraph, max_chars: int) -> str:
         return text
     cut = text.rfind(" ", 0, max_chars)
     return text[: cut if cut > max_chars // 2 else max_chars] + " …"
-
-
-def rank_desc(scores: list[float]) -> list[int]:
-    """1-based ranks, highest score first; ties keep retrieval order (stable sort)."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    ranks = [0] * len(scores)
-    for r, i in enumerate(order, start=1):
-        ranks[i] = r
-    return ranks
-
-
-def fuse(ql: list[float | None], rc: list[float | None]) -> list[float]:
-    """Reciprocal-rank fusion over the score lists that are present."""
-    fused = [0.0] * len(rc)
-    for scores in (ql, rc):
-        if any(s is None for s in scores):
-            continue
-        for i, r in enumerate(rank_desc(scores)):  # type: ignore[arg-type]
-            fused[i] += 1.0 / r
-    return fused
 
 
 def yes_logprob(top: dict[str, float]) -> float:
@@ -141,23 +124,11 @@ async def judge(client: LLMClient, query: str, candidates: list[tuple[Candidate,
     scored = await asyncio.gather(
         *(_score(client, mode, query, judge_passage(p, passage_chars)) for _, p in candidates)
     )
-    ql = [s[0] for s in scored]
-    rc = [s[1] for s in scored]
-    fused = fuse(ql, rc)
-    fused_ranks = rank_desc(fused)
-    return [
-        JudgedCandidate(c.id, c.retrieval_rank, q, r, f, fr)
-        for (c, _), q, r, f, fr in zip(candidates, ql, rc, fused, fused_ranks)
-    ]
+    return [JudgedCandidate(c.id, c.retrieval_rank, c.similarity, ql, rc, text_key(p.title, p.text),
+                            c.vector)
+            for (c, p), (ql, rc) in zip(candidates, scored)]
 
 
-def select(judged: list[JudgedCandidate], strategy: Literal["lowest", "random"],
-           key: str) -> tuple[JudgedCandidate, JudgedCandidate]:
-    """Positive = fused rank 1; negative = the lowest-ranked, or a seeded pick among the rest."""
-    by_rank = sorted(judged, key=lambda j: j.fused_rank)
-    positive = by_rank[0]
-    if strategy == "lowest":
-        return positive, by_rank[-1]
-    rest = by_rank[1:]
-    pick = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % len(rest)
-    return positive, rest[pick]
+def text_key(title: str, text: str) -> str:
+    """Hash of a passage lowercased to letters and digits: equal keys = the same text."""
+    return hashlib.sha256(_ALNUM.sub(" ", f"{title} {text}".lower()).strip().encode()).hexdigest()[:16]

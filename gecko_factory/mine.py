@@ -2,13 +2,16 @@
 
 Entry point: `mine(index, query_vectors, seed_ids, n, ef) -> list[list[Candidate]]`. The seed
 paragraph is always among the candidates (Gecko relabels only among candidates that include it):
-when the index does not return it, it takes the place of the last neighbour.
+when the index does not return it, it takes the place of the last neighbour (`with_seed`).
+Each candidate carries its cosine similarity to the query and its unit vector: the hard-negative
+guard needs both (TopK-PercPos compares query similarities; near-duplicates of the positive are
+found by the candidates' cosine to each other), and they are free here, read from the index.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +22,9 @@ from gecko_factory.index import LoadedIndex
 class Candidate:
     id: str
     retrieval_rank: int  # 1 = nearest
+    similarity: float | None = None  # cosine(query, passage) from the index
+    # The passage's unit vector as the index holds it; never written to a row.
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def knn(index: LoadedIndex, query_vectors: np.ndarray, k: int, ef: int) -> np.ndarray:
@@ -29,17 +35,34 @@ def knn(index: LoadedIndex, query_vectors: np.ndarray, k: int, ef: int) -> np.nd
     return np.asarray(labels)
 
 
+def with_seed(got: list[str], seed: str) -> list[str]:
+    """The neighbours with the seed forced in (it replaces the last one when absent)."""
+    if seed in got:
+        return got
+    return got[:-1] + [seed]
+
+
+def neighbours(index: LoadedIndex, query_vectors: np.ndarray, n: int, ef: int) -> list[list[str]]:
+    """The ids of each query's top-n neighbours, nearest first (no seed forced in)."""
+    labels = knn(index, query_vectors, min(n, len(index.ids)), ef)
+    return [[index.ids[int(i)] for i in row] for row in labels]
+
+
+def candidates_for(index: LoadedIndex, query_vector: np.ndarray, ids: list[str]) -> list[Candidate]:
+    """`ids` (in retrieval order) as candidates with their similarity and vector from the index."""
+    vectors = np.asarray(index.index.get_items([index.label_of(i) for i in ids]), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)  # cosine space: unit
+    sims = vectors @ np.asarray(query_vector, dtype=np.float32)
+    return [Candidate(pid, rank, float(s), v)
+            for rank, (pid, s, v) in enumerate(zip(ids, sims, vectors), start=1)]
+
+
 def mine(index: LoadedIndex, query_vectors: np.ndarray, seed_ids: list[str], n: int,
          ef: int) -> list[list[Candidate]]:
     if len(seed_ids) != len(query_vectors):
         raise ValueError("one seed id per query vector")
     if len(seed_ids) == 0:
         return []
-    labels = knn(index, query_vectors, min(n, len(index.ids)), ef)
-    out: list[list[Candidate]] = []
-    for row, seed in zip(labels, seed_ids):
-        got = [index.ids[int(i)] for i in row]
-        if seed not in got:
-            got[-1] = seed
-        out.append([Candidate(pid, rank) for rank, pid in enumerate(got, start=1)])
-    return out
+    got = neighbours(index, query_vectors, n, ef)
+    return [candidates_for(index, q, with_seed(ids, seed))
+            for q, ids, seed in zip(query_vectors, got, seed_ids)]

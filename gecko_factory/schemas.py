@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FRET_SCHEMA_VERSION = "fret-v1"
+FRET_SCHEMA_VERSION = "fret-v2"  # v2: candidate similarity, the fusion of each row
 
 # A paragraph of the input corpus after normalisation (the run's `corpus.parquet`).
 PARAGRAPH_SCHEMA = pa.schema(
@@ -25,10 +25,12 @@ CANDIDATE_TYPE = pa.struct(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("retrieval_rank", pa.int32(), nullable=False),  # 1 = nearest neighbour
+        pa.field("similarity", pa.float64()),  # cosine(query, passage), what the negative guard reads
         pa.field("ql", pa.float64()),  # log p(query | passage), summed over query tokens
         pa.field("rc", pa.float64()),  # log p("Yes" | query, passage)
-        pa.field("fused_score", pa.float64(), nullable=False),  # 1/rank_QL + 1/rank_RC
-        pa.field("fused_rank", pa.int32(), nullable=False),  # 1 = positive
+        pa.field("fused_score", pa.float64(), nullable=False),  # sum of w_s / rank_s (fusion.py)
+        # 1 = the fusion's top; the positive is `positive_id` (keep_seed may keep the seed instead)
+        pa.field("fused_rank", pa.int32(), nullable=False),
     ]
 )
 
@@ -49,6 +51,7 @@ FRET_SCHEMA = pa.schema(
         pa.field("relabelled", pa.bool_(), nullable=False),  # positive is not the seed
         pa.field("candidates", pa.list_(CANDIDATE_TYPE), nullable=False),
         pa.field("judge_mode", pa.string(), nullable=False),  # one_pass | two_prompt | rc_only
+        pa.field("fusion", pa.string(), nullable=False),  # FusionConfig.spec(), e.g. rrf+keep_seed
         pa.field("llm_model", pa.string(), nullable=False),
         pa.field("prompt_version", pa.string(), nullable=False),
     ],

@@ -29,7 +29,7 @@ def _row(seed: str, i: int, ids: list[str]) -> dict:
             "task": f"task {i}", "query": f"query {i}\nsecond line", "positive_id": pos,
             "positive_title": "", "positive_text": "p " * 300, "negative_id": neg, "negative_title": "",
             "negative_text": f"negative {i}", "relabelled": pos != seed, "candidates": cands,
-            "judge_mode": "one_pass", "llm_model": "m", "prompt_version": "v"}
+            "judge_mode": "one_pass", "fusion": "rrf", "llm_model": "m", "prompt_version": "v"}
 
 
 @pytest.fixture

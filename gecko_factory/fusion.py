@@ -1,0 +1,193 @@
+"""Fusion: from a query's judged candidates to its positive and its hard negative.
+
+Pure functions of the scores (no LLM), so the audit can replay any fusion on one set of judged
+candidates. Three signals per candidate: `retrieval` (the encoder's rank), `ql` and `rc` (the
+judge's, see judge.py). Entry points: `fuse(signals, FusionConfig) -> list[float]`,
+`choose_positive(...)`, `choose_negative(...)`.
+
+- Ranking: weighted reciprocal-rank fusion, R = sum over signals of w_s / rank_s. Gecko's RRF is
+  the special case w = {ql: 1, rc: 1}. Ranks, not raw scores: QL is a sum over the query's
+  tokens and RC a log-probability, on scales that do not add up. Weights are meant to come from
+  an audit (`gecko-factory audit` prints them): a signal no better than chance gets weight 0,
+  where RRF would give it the same vote as the best one (issue 12: a 0.5B model's RC).
+- `keep_seed`: the seed stays the positive unless the fusion's top beats it on *every* signal
+  that has weight (unanimity: no threshold to tune). A paragraph wrote the query, so it is the
+  prior; a relabel needs more than one noisy signal's say-so.
+- Hard negative: the lowest fused candidate that is not a likely false negative (`NegativeGuard`:
+  NV-Retriever's TopK-PercPos, near-duplicates of the positive, and the seed itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+SIGNALS = ("retrieval", "ql", "rc")
+Signal = Literal["retrieval", "ql", "rc"]
+GECKO_RRF = {"retrieval": 0.0, "ql": 1.0, "rc": 1.0}
+_WEIGHT = re.compile(r"^(retrieval|ql|rc)=([0-9]*\.?[0-9]+)$")
+
+
+class FusionConfig(BaseModel):
+    """How the positive is chosen. `spec()` is its short name, recorded in every row."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: dict(GECKO_RRF),
+                                      description="w_s of R = sum w_s / rank_s (RRF: ql=rc=1)")
+    keep_seed: bool = Field(default=False, description="relabel only on every weighted signal's vote")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, w: dict[str, float]) -> dict[str, float]:
+        unknown = set(w) - set(SIGNALS)
+        if unknown or any(v < 0 for v in w.values()) or not any(v > 0 for v in w.values()):
+            raise ValueError(f"weights {w}: signals from {SIGNALS}, >= 0, at least one > 0")
+        return {s: float(w.get(s, 0.0)) for s in SIGNALS}
+
+    def spec(self) -> str:
+        base = "rrf" if self.weights == GECKO_RRF else "wrrf:" + ",".join(
+            f"{s}={self.weights[s]:g}" for s in SIGNALS)
+        return base + ("+keep_seed" if self.keep_seed else "")
+
+    @classmethod
+    def parse(cls, spec: str) -> "FusionConfig":
+        """`rrf`, `wrrf:retrieval=1,ql=1,rc=0`, either with `+keep_seed`."""
+        base, plus, rest = spec.strip().partition("+")
+        if plus and rest != "keep_seed":
+            raise ValueError(f"fusion {spec!r}: only '+keep_seed' may follow the ranking")
+        if base == "rrf":
+            return cls(weights=dict(GECKO_RRF), keep_seed=bool(plus))
+        name, _, args = base.partition(":")
+        parts = [p.strip() for p in args.split(",") if p.strip()]
+        matches = [_WEIGHT.match(p) for p in parts]
+        if name != "wrrf" or not parts or not all(matches):
+            raise ValueError(f"fusion {spec!r}: expected rrf or wrrf:retrieval=W,ql=W,rc=W "
+                             "(optionally +keep_seed)")
+        return cls(weights={m.group(1): float(m.group(2)) for m in matches}, keep_seed=bool(plus))
+
+
+class NegativeGuard(BaseModel):
+    """Which candidates may not be the hard negative (likely false negatives)."""
+
+    perc_pos: float | None = Field(default=0.95, gt=0, le=1, description=(
+        "TopK-PercPos: drop candidates whose query similarity exceeds this share of the "
+        "positive's (None: off)"))
+    dup_cosine: float | None = Field(default=0.98, gt=0, le=1, description=(
+        "drop near-duplicates of the positive: passage cosine at or above this (None: off)"))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What fusion reads of one candidate (in retrieval order)."""
+
+    id: str
+    retrieval_rank: int
+    similarity: float | None  # cosine(query, passage); None: unknown (guard skips that test)
+    ql: float | None
+    rc: float | None
+    text_key: str = ""  # normalised-text hash ("" = unknown)
+
+
+def rank_desc(scores: list[float]) -> list[int]:
+    """1-based ranks, highest score first; ties keep retrieval order (stable sort)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ranks = [0] * len(scores)
+    for r, i in enumerate(order, start=1):
+        ranks[i] = r
+    return ranks
+
+
+def signal_values(c: Scored, signal: str) -> float | None:
+    """Higher is better for every signal (retrieval: the negated rank)."""
+    return -float(c.retrieval_rank) if signal == "retrieval" else getattr(c, signal)
+
+
+def fuse(cands: list[Scored], fusion: FusionConfig) -> list[float]:
+    """R per candidate, over the weighted signals present for every candidate."""
+    fused = [0.0] * len(cands)
+    for signal, w in fusion.weights.items():
+        values = [signal_values(c, signal) for c in cands]
+        if w == 0 or any(v is None for v in values):
+            continue  # rc_only judging has no QL: the other signals decide
+        for i, r in enumerate(rank_desc(values)):  # type: ignore[arg-type]
+            fused[i] += w / r
+    return fused
+
+
+def beats_on_every_signal(challenger: Scored, incumbent: Scored, fusion: FusionConfig) -> bool:
+    votes = [(signal_values(challenger, s), signal_values(incumbent, s))
+             for s, w in fusion.weights.items() if w > 0]
+    votes = [(a, b) for a, b in votes if a is not None and b is not None]
+    return bool(votes) and all(a > b for a, b in votes)
+
+
+def choose_positive(cands: list[Scored], fused: list[float], fusion: FusionConfig,
+                    seed_id: str | None) -> Scored:
+    """The fusion's top; with `keep_seed`, the seed unless the top beats it on every signal."""
+    top = cands[rank_desc(fused).index(1)]
+    if not fusion.keep_seed or seed_id is None or top.id == seed_id:
+        return top
+    seed = next((c for c in cands if c.id == seed_id), None)
+    if seed is None or beats_on_every_signal(top, seed, fusion):
+        return top
+    return seed
+
+
+def guard_reason(c: Scored, positive: Scored, seed_id: str | None, guard: NegativeGuard,
+                 cosine_to_positive: float | None) -> str | None:
+    """Why `c` may not be the hard negative, or None when it may."""
+    if c.id == positive.id:
+        return "positive"
+    if c.id == seed_id:
+        return "seed"  # relabelled away from, but it wrote the query: a likely positive
+    if c.text_key and c.text_key == positive.text_key:
+        return "same_text"
+    if guard.dup_cosine is not None and cosine_to_positive is not None \
+            and cosine_to_positive >= guard.dup_cosine:
+        return "near_duplicate"
+    if guard.perc_pos is not None and c.similarity is not None and positive.similarity is not None \
+            and c.similarity > guard.perc_pos * positive.similarity:
+        return "above_perc_pos"
+    return None
+
+
+NO_SAFE_NEGATIVE = "no_safe_negative"  # the skip reason when the guard leaves no candidate
+
+
+def choose_negative(cands: list[Scored], fused: list[float], positive: Scored,
+                    seed_id: str | None, guard: NegativeGuard | None,
+                    cosine: Callable[[str, str], float | None] | None = None,
+                    strategy: Literal["lowest", "random"] = "lowest", key: str = "") -> Scored | None:
+    """The lowest fused candidate the guard lets through, or a seeded pick among those (None:
+    none is safe). Without a guard, Gecko's rule: any candidate but the positive."""
+    ranks = rank_desc(fused)
+    allowed = [c for i, c in sorted(enumerate(cands), key=lambda ic: -ranks[ic[0]])
+               if c.id != positive.id and (guard is None or guard_reason(
+                   c, positive, seed_id, guard, cosine(c.id, positive.id) if cosine else None) is None)]
+    if not allowed:
+        return None
+    if strategy == "lowest":
+        return allowed[0]
+    return allowed[int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % len(allowed)]
+
+
+@dataclass(frozen=True)
+class Decision:
+    fused: list[float]  # R per candidate, in candidate order
+    fused_ranks: list[int]  # 1 = the fusion's top (not always the positive: keep_seed)
+    positive: Scored
+    negative: Scored | None  # None: no safe negative (count the seed as NO_SAFE_NEGATIVE)
+
+
+def decide(cands: list[Scored], fusion: FusionConfig, guard: NegativeGuard | None,
+           seed_id: str | None, strategy: Literal["lowest", "random"] = "lowest", key: str = "",
+           cosine: Callable[[str, str], float | None] | None = None) -> Decision:
+    """Positive and hard negative of one query, as a FRet row records them."""
+    fused = fuse(cands, fusion)
+    positive = choose_positive(cands, fused, fusion, seed_id)
+    negative = choose_negative(cands, fused, positive, seed_id, guard, cosine, strategy, key)
+    return Decision(fused, rank_desc(fused), positive, negative)
