@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 RUN_OUT ?= runs/sample
 RUN_ARGS ?= --limit 12 --candidates 5 --shard-size 4
 
-.PHONY: setup run test test-fast bench inspect train eval experiment-data experiment server server-stop deploy refresh versions clean
+.PHONY: setup run test test-fast bench inspect train eval experiment-data experiment server server-stop deploy refresh versions audit clean
 setup: $(VENV)/.stamp-llama $(VENV)/.stamp-model
 
 $(VENV)/.stamp-venv:
@@ -47,6 +47,13 @@ run: setup
 
 inspect: $(VENV)/.stamp-project
 	$(BIN)/gecko-factory inspect $(RUN_OUT)
+
+# The judge audit (issue 12): the first 100 SciFact *train* claims, mined and judged as `make run`
+# judges (N = 5, two-prompt, the embedded LLM unless OPENAI_BASE_URL is set): ~1 h on 2 cores
+# with the 0.5B judge. Resumable: a rerun judges only what is missing (the rest is cached).
+AUDIT_ARGS ?= --limit 100 --candidates 5
+audit: setup
+	$(BIN)/gecko-factory audit $(AUDIT_ARGS)
 
 # Fine-tune all-MiniLM-L6-v2 on the run `make run` wrote, then compare base vs tuned on SciFact.
 train: $(VENV)/.stamp-project

@@ -108,8 +108,10 @@ def run(
     seed_ids_file: Optional[Path] = typer.Option(None, help="seeds only from the paragraph ids in this file (one per line)"),
     candidates: int = typer.Option(20, help="N neighbours judged per query (Gecko: 20)"),
     shard_size: int = typer.Option(256, help="seed paragraphs per shard (the unit of resume)"),
-    judge_mode: str = typer.Option("two_prompt", help="two_prompt (Gecko: a QL and an RC prompt per candidate) | one_pass (both from one pass: half the calls)"),
+    judge_mode: str = typer.Option("two_prompt", help="two_prompt (Gecko: a QL and an RC prompt per candidate) | one_pass (both from one pass: half the calls) | auto (audit both, take the cheapest within a point of the best)"),
     negative: str = typer.Option("lowest", help="hard negative: lowest | random"),
+    fusion: Optional[str] = typer.Option(None, help="how the positive is chosen: rrf (Gecko) | rrf+keep_seed | wrrf:retrieval=W,ql=W,rc=W[+keep_seed] (default: the factory's, see README)"),
+    negative_guard: bool = typer.Option(True, "--negative-guard/--no-negative-guard", help="keep likely false negatives (near the positive, duplicates of it, the seed) out of the hard negatives"),
     seed: int = typer.Option(0, help="seed of the sample, task types and negatives"),
     force: bool = typer.Option(False, help="re-plan a run folder made with another config/corpus"),
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the LLM request cache"),
@@ -133,7 +135,7 @@ def run(
         manifest = fret_flow(run_dir=str(out), corpus=corpus, limit=limit, candidates=candidates,
                              seed_ids_file=str(seed_ids_file) if seed_ids_file else None,
                              shard_size=shard_size, judge_mode=judge_mode, negative=negative,
-                             seed=seed, force=force,
+                             seed=seed, force=force, fusion=fusion, negative_guard=negative_guard,
                              cache="off" if no_cache else "refresh" if refresh_cache else "on",
                              budget_usd=budget_usd, max_tokens=max_tokens,
                              task_runner=runner)
@@ -190,6 +192,7 @@ def resume(
     seeds = Path(cfg.seed_ids_file) if cfg.seed_ids_file else None
     run(corpus=cfg.corpus.path, out=run_dir, limit=cfg.limit, seed_ids_file=seeds, candidates=cfg.candidates,
         shard_size=cfg.shard_size, judge_mode=cfg.judge_mode, negative=cfg.negative, seed=cfg.seed,
+        fusion=cfg.fusion.spec(), negative_guard=cfg.negative_guard is not None,
         force=False, no_cache=no_cache, refresh_cache=False, budget_usd=budget_usd,
         max_tokens=max_tokens, task_runner=task_runner, dask_address=dask_address)
 
@@ -323,3 +326,4 @@ if __name__ == "__main__":
 
 
 from flows import cli_versions  # noqa: E402,F401 - registers `refresh` and `versions`
+from flows import cli_audit  # noqa: E402,F401 - registers `audit`

@@ -23,6 +23,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from gecko_factory.config import FretConfig
 from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
 from gecko_factory.fret import prompt_versions
+from gecko_factory.fusion import FusionConfig, NegativeGuard
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.embedded import client_settings
 from gecko_factory.llm.settings import LLMSettings
@@ -62,16 +63,29 @@ def fret_flow(
     train_after: bool = False,
     train_params: dict | None = None,
     task_runner: str = "threads",
+    fusion: str | None = None,
+    negative_guard: bool = True,
+    audit_beir: str | None = None,
 ) -> dict:
-    """`task_runner`: where shard tasks run — "threads" (this process, four at a time), "dask" (a
+    """`fusion`: a FusionConfig spec (`rrf`, `rrf+keep_seed`, `wrrf:retrieval=W,ql=W,rc=W`;
+    None: the factory's default); `negative_guard`: keep likely false negatives out of the hard
+    negatives (fusion.NegativeGuard); `judge_mode` "auto": audit the judge forms first
+    (flows/audit.py; on `audit_beir`, default SciFact train) and take the cheapest that ranks
+    within a point of the best.
+    `task_runner`: where shard tasks run — "threads" (this process, four at a time), "dask" (a
     local cluster of two worker processes) or a Dask scheduler address (tcp://host:port or
     dask://host:port). Remote workers need the project installed, the same LLM environment
     variables, and an LLM endpoint they can reach (the embedded server listens on loopback only)."""
     t0 = time.perf_counter()
     dask_address(task_runner)  # a bad value fails before any work
     settings = client_settings()  # the manifest shows the limits the shards use
+    if judge_mode == "auto":
+        from flows.audit import auto_judge_mode
+
+        judge_mode = auto_judge_mode(candidates, fusion, beir=audit_beir)["mode"]
     config = fret_config(corpus, candidates, judge_mode, negative, seed, settings.model, limit=limit,
-                         shard_size=shard_size, seed_ids_file=seed_ids_file)
+                         shard_size=shard_size, seed_ids_file=seed_ids_file, fusion=fusion,
+                         negative_guard=negative_guard)
     with run_lock(Path(run_dir)):  # one writer per run folder
         manifest = _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0,
                         task_runner)
@@ -110,10 +124,13 @@ def shard_runner(spec: str) -> AbstractContextManager[TaskRunner]:
 
 def fret_config(corpus: str, candidates: int, judge_mode: str, negative: str, seed: int,
                 llm_model: str, limit: int | None = None, shard_size: int = 256,
-                seed_ids_file: str | None = None) -> FretConfig:
+                seed_ids_file: str | None = None, fusion: str | None = None,
+                negative_guard: bool = True) -> FretConfig:
     """The run's config from flow parameters; the refresh builds its reuse hash with it too, so
-    both always agree on what the recipe is."""
+    both always agree on what the recipe is. `fusion` None: FretConfig's default."""
+    choice = {"fusion": FusionConfig.parse(fusion)} if fusion else {}
     return FretConfig(
+        **choice, negative_guard=NegativeGuard() if negative_guard else None,
         corpus=CorpusSpec(path=absolute_corpus(corpus)),  # `resume` may run from another folder
         limit=limit, candidates=candidates, shard_size=shard_size, judge_mode=judge_mode,
         negative=negative, seed=seed, llm_model=llm_model,

@@ -178,10 +178,22 @@ def dataset_card(manifest: dict, sample: DatasetSample, title: str) -> str:
             f"| relabelled | {'yes' if ex['relabelled'] else 'no'} |",
             "",
         ]
+    lines += audit_section(manifest)
     public = without_secrets({"config": manifest.get("config"), "llm": manifest.get("llm"),
                               "config_hash": manifest.get("config_hash")})
     lines += ["## Config (no secrets)", "", "```json", json.dumps(public, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def audit_section(manifest: dict) -> list[str]:
+    """The judge audit of this run's judge (same LLM, form, prompt, N), when one was made."""
+    from gecko_factory.audit.registry import audit_for_run
+
+    found = audit_for_run(manifest)
+    if found is None:
+        return ["## Judge audit", "", "No audit of this judge yet: `gecko-factory audit` measures how "
+                "often its choices match human labels (README, \"Auditing the judge\").", ""]
+    return ["## Judge audit", "", found[1], ""]
 
 
 def run_card(run_dir: Path) -> tuple[list[dict], str]:

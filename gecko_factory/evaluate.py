@@ -6,7 +6,9 @@ documents (as pytrec_eval does for BEIR). Queries without relevant documents are
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -47,28 +49,57 @@ class RetrievalDataset:
 
 # ---- loaders ---------------------------------------------------------------------------------
 
-def load_beir(folder: str | Path, split: str = "test") -> RetrievalDataset:
-    """A BEIR folder: corpus.jsonl, queries.jsonl, qrels/{split}.tsv (score > 0 = relevant)."""
-    folder = Path(folder)
-    if not (folder / "corpus.jsonl").exists():
-        raise DatasetUnavailable(f"no BEIR data set at {folder} (corpus.jsonl missing)")
-    corpus = {}
-    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)
-            corpus[str(doc["_id"])] = (doc.get("title") or "", doc.get("text") or "")
-    qrels: dict[str, set[str]] = {}
-    with open(folder / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            if int(row["score"]) > 0:
-                qrels.setdefault(str(row["query-id"]), set()).add(str(row["corpus-id"]))
-    queries = {}
-    with open(folder / "queries.jsonl", encoding="utf-8") as f:
-        for line in f:
-            q = json.loads(line)
-            if str(q["_id"]) in qrels:
-                queries[str(q["_id"])] = q["text"]
-    return RetrievalDataset(folder.name, corpus, queries, qrels)
+def load_beir(source: str | Path, split: str = "test") -> RetrievalDataset:
+    """A BEIR data set: corpus.jsonl, queries.jsonl, qrels/{split}.tsv (score > 0 = relevant),
+    in a folder or in a zip (at its top or under one folder, as BEIR's downloads are)."""
+    source = Path(source)
+    with _beir_files(source) as open_file:
+        corpus = {}
+        with open_file("corpus.jsonl") as f:
+            for line in f:
+                doc = json.loads(line)
+                corpus[str(doc["_id"])] = (doc.get("title") or "", doc.get("text") or "")
+        qrels: dict[str, set[str]] = {}
+        try:
+            qrels_file = open_file(f"qrels/{split}.tsv")
+        except KeyError:
+            raise DatasetUnavailable(f"{source} has no qrels/{split}.tsv") from None
+        with qrels_file as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                if int(row["score"]) > 0:
+                    qrels.setdefault(str(row["query-id"]), set()).add(str(row["corpus-id"]))
+        queries = {}
+        with open_file("queries.jsonl") as f:
+            for line in f:
+                q = json.loads(line)
+                if str(q["_id"]) in qrels:
+                    queries[str(q["_id"])] = q["text"]
+    return RetrievalDataset(source.stem if source.is_file() else source.name, corpus, queries, qrels)
+
+
+@contextlib.contextmanager
+def _beir_files(source: Path):
+    """A function that opens a BEIR member by its relative name as text; KeyError if absent."""
+    if source.is_dir():
+        if not (source / "corpus.jsonl").exists():
+            raise DatasetUnavailable(f"no BEIR data set at {source} (corpus.jsonl missing)")
+
+        def open_dir(name: str):
+            if not (source / name).is_file():
+                raise KeyError(name)
+            return open(source / name, encoding="utf-8")
+        yield open_dir
+        return
+    if not zipfile.is_zipfile(source):
+        raise DatasetUnavailable(f"no BEIR data set at {source} (neither a folder nor a zip)")
+    with zipfile.ZipFile(source) as z:
+        roots = [n[: -len("corpus.jsonl")] for n in z.namelist() if n.endswith("corpus.jsonl")]
+        if len(roots) != 1:
+            raise DatasetUnavailable(f"{source}: expected one corpus.jsonl, found {len(roots)}")
+
+        def open_zip(name: str):
+            return io.TextIOWrapper(z.open(roots[0] + name), encoding="utf-8")  # KeyError if absent
+        yield open_zip
 
 
 def load_scifact(zip_path: str | Path | None = None, split: str = "test") -> RetrievalDataset:

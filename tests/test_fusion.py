@@ -112,3 +112,25 @@ def test_fusion_and_guard_are_part_of_the_config_hash():
     assert FretConfig(negative_guard=None).output_hash() != base.output_hash()
     assert FretConfig(negative_guard=NegativeGuard(perc_pos=0.9)).output_hash() != base.output_hash()
     assert FretConfig(fusion=base.fusion).output_hash() == base.output_hash()
+
+
+def test_a_fusion_change_invalidates_the_shard_markers(tmp_path, wiki_sample):
+    import json
+
+    from gecko_factory.corpus import CorpusSpec
+    from gecko_factory.plan import PlanMismatch, plan_run
+    from gecko_factory.shards import commit_shard, done_marker, hash_ids, shard_config_hash
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in wiki_sample[:10]))
+    spec, run = CorpusSpec(path=str(corpus)), tmp_path / "run"
+    plan = plan_run(FretConfig(corpus=spec, shard_size=5), run)
+    inputs, done_as = hash_ids(plan.shards[0]), shard_config_hash(plan.config_hash, "two_prompt")
+    commit_shard(run, 0, [], inputs, done_as, {})
+    assert done_marker(run, 0, inputs, done_as) is not None
+    gecko = FretConfig(corpus=spec, shard_size=5, fusion=FusionConfig.parse("rrf"))
+    with pytest.raises(PlanMismatch):  # the folder's shards were chosen with another fusion
+        plan_run(gecko, run)
+    again = plan_run(gecko, run, force=True)
+    assert again.shards[0] == plan.shards[0] and again.config_hash != plan.config_hash
+    assert done_marker(run, 0, inputs, shard_config_hash(again.config_hash, "two_prompt")) is None

@@ -9,6 +9,10 @@ It answers like a tiny, predictable LLM, so a test can compute what the factory 
 - completions with `echo` + `logprobs`: whitespace tokens (each with its leading space); a word
   already seen earlier in the prompt gets −0.5, an unseen one −3 − (hash % 100)/100; a final
   "Yes" gets the same log P(Yes) as above. `prompt_logprobs` (vLLM's shape) is also served.
+Oracle marks, for tests whose expected judge choices are known by construction: a passage
+holding `[[ql+]]` scores −0.05 on every prompt token after the mark (its QL beats any unmarked
+passage's, which costs at least −0.5 a token), and one holding `[[rc+]]` gets log P(Yes) =
+log 0.995 (above the 0.99 cap of the word share).
 Options: `latency_ms` per request; `fault_rate` (0–1): that share of requests fails on its first
 attempt, as 429, 500, a hang past the client's timeout (`fault_sleep_s`), a malformed body or a
 truncated body (all transient: the retry of the same request succeeds), and that share of
@@ -55,7 +59,12 @@ def _h(word: str) -> int:
     return int(hashlib.md5(word.encode()).hexdigest()[:8], 16)
 
 
+QL_MARK, RC_MARK = "[[ql+]]", "[[rc+]]"
+
+
 def yes_logprob(query: str, passage: str) -> float:
+    if RC_MARK in passage:
+        return math.log(0.995)
     q = set(content_words(query))
     if not q:
         return math.log(0.01)
@@ -80,10 +89,13 @@ def prompt_scores(prompt: str) -> tuple[list[str], list[float | None], list[int]
     qp = re.search(r"Passage: (.*)\nQuery: (.*)\n", prompt, re.DOTALL)
     seen: set[str] = set()
     logprobs: list[float | None] = []
+    marked = prompt.find(QL_MARK)
     for i, tok in enumerate(tokens):
         ws = words(tok)
         if i == 0:
             logprobs.append(None)
+        elif 0 <= marked < offsets[i] and ws:
+            logprobs.append(-0.05)
         elif i == len(tokens) - 1 and tok.strip() == "Yes" and qp:
             logprobs.append(yes_logprob(qp.group(2), qp.group(1)))
         elif not ws:
