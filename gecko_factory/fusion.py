@@ -10,9 +10,10 @@ judge's, see judge.py). Entry points: `fuse(signals, FusionConfig) -> list[float
   tokens and RC a log-probability, on scales that do not add up. Weights are meant to come from
   an audit (`gecko-factory audit` prints them): a signal no better than chance gets weight 0,
   where RRF would give it the same vote as the best one (issue 12: a 0.5B model's RC).
-- `keep_seed`: the seed stays the positive unless the fusion's top beats it on *every* signal
-  that has weight (unanimity: no threshold to tune). A paragraph wrote the query, so it is the
-  prior; a relabel needs more than one noisy signal's say-so.
+- `keep_seed`: the seed stays the positive unless one other candidate is ranked first by *every*
+  judge signal the fusion weighs ("it wins on both signals": unanimity, no threshold to tune).
+  A paragraph wrote the query, so it is the prior; a relabel needs more than one noisy signal's
+  say-so. (Reranking without a seed, the audit lets retrieval's top play the prior.)
 - Hard negative: the lowest fused candidate that is not a likely false negative (`NegativeGuard`:
   NV-Retriever's TopK-PercPos, near-duplicates of the positive, and the seed itself).
 """
@@ -38,7 +39,8 @@ class FusionConfig(BaseModel):
 
     weights: dict[str, float] = Field(default_factory=lambda: dict(GECKO_RRF),
                                       description="w_s of R = sum w_s / rank_s (RRF: ql=rc=1)")
-    keep_seed: bool = Field(default=False, description="relabel only on every weighted signal's vote")
+    keep_seed: bool = Field(default=False, description="relabel only to a candidate every weighted "
+                                                        "judge signal ranks first")
 
     @field_validator("weights")
     @classmethod
@@ -118,23 +120,36 @@ def fuse(cands: list[Scored], fusion: FusionConfig) -> list[float]:
     return fused
 
 
-def beats_on_every_signal(challenger: Scored, incumbent: Scored, fusion: FusionConfig) -> bool:
-    votes = [(signal_values(challenger, s), signal_values(incumbent, s))
-             for s, w in fusion.weights.items() if w > 0]
-    votes = [(a, b) for a, b in votes if a is not None and b is not None]
-    return bool(votes) and all(a > b for a, b in votes)
+JUDGE_SIGNALS = ("ql", "rc")
+
+
+def voters(fusion: FusionConfig) -> list[str]:
+    """The judge signals that vote on a relabel: those the fusion weighs. Retrieval does not:
+    it put the seed (or, reranking, its own top) where it is, so it would always vote to keep."""
+    return [s for s in JUDGE_SIGNALS if fusion.weights[s] > 0]
+
+
+def first_on_every_signal(cands: list[Scored], fusion: FusionConfig) -> Scored | None:
+    """The candidate every voting signal ranks first, if they agree on one (None otherwise)."""
+    firsts = set()
+    for signal in voters(fusion):
+        values = [signal_values(c, signal) for c in cands]
+        if any(v is None for v in values):
+            continue  # rc_only: QL was not measured and has no say
+        firsts.add(rank_desc(values).index(1))  # type: ignore[arg-type]
+    return cands[firsts.pop()] if len(firsts) == 1 else None
 
 
 def choose_positive(cands: list[Scored], fused: list[float], fusion: FusionConfig,
                     seed_id: str | None) -> Scored:
-    """The fusion's top; with `keep_seed`, the seed unless the top beats it on every signal."""
-    top = cands[rank_desc(fused).index(1)]
-    if not fusion.keep_seed or seed_id is None or top.id == seed_id:
-        return top
-    seed = next((c for c in cands if c.id == seed_id), None)
-    if seed is None or beats_on_every_signal(top, seed, fusion):
-        return top
-    return seed
+    """The fusion's top; with `keep_seed`, the seed unless every voting signal ranks one other
+    candidate first ("it wins on both signals"): then that one."""
+    if not fusion.keep_seed or seed_id is None or all(c.id != seed_id for c in cands):
+        return cands[rank_desc(fused).index(1)]
+    winner = first_on_every_signal(cands, fusion)
+    if winner is not None:
+        return winner
+    return next(c for c in cands if c.id == seed_id)
 
 
 def guard_reason(c: Scored, positive: Scored, seed_id: str | None, guard: NegativeGuard,

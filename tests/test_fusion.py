@@ -40,9 +40,17 @@ def test_keep_seed_relabels_only_when_every_weighted_signal_agrees():
     # p1 wins QL by far but loses RC to the seed p0: RRF ties them, the seed stays
     cs = cands([-20.0, -5.0, -30.0], [-0.5, -0.9, -2.0])
     assert choose_positive(cs, fuse(cs, keep), keep, "p0").id == "p0"
-    # p1 beats the seed on QL and on RC: relabelled
+    # p1 is first on QL and on RC: relabelled
     cs = cands([-20.0, -5.0, -30.0], [-0.9, -0.5, -2.0])
     assert choose_positive(cs, fuse(cs, keep), keep, "p0").id == "p1"
+    # p1 beats the seed on both but p2 is first on RC: the signals do not agree, the seed stays
+    cs = cands([-20.0, -5.0, -30.0], [-0.9, -0.5, -0.1])
+    assert choose_positive(cs, fuse(cs, keep), keep, "p0").id == "p0"
+    # RC alone weighed (or measured): RC's first wins; retrieval never votes
+    rc_only = FusionConfig(weights={"retrieval": 1.0, "rc": 1.0}, keep_seed=True)
+    assert choose_positive(cs, fuse(cs, rc_only), rc_only, "p0").id == "p2"
+    never = FusionConfig(weights={"retrieval": 1.0}, keep_seed=True)
+    assert choose_positive(cs, fuse(cs, never), never, "p1").id == "p1"
     # RRF: p1 = 1/1 + 1/2 beats the seed p0 = 1/4 + 1/1 though p0 wins RC: Gecko relabels
     cs = cands([-20.0, -5.0, -6.0, -7.0], [-0.5, -0.6, -0.9, -1.0])
     assert choose_positive(cs, fuse(cs, RRF), RRF, "p0").id == "p1"

@@ -41,8 +41,12 @@ class FretScore(BaseModel):
     n: int
     relabel_rate: float  # positive != seed
     wrong_relabel_rate: float  # positive not labelled, over all queries
+    # the same over the queries whose labelled document was retrieved: a FRet seed nearly
+    # always is (the query was written from it), a labelled abstract often is not
+    wrong_relabel_rate_retrieved: float
     false_negative_rate: float  # negative labelled, over the queries that got a negative
     no_negative_rate: float  # no safe negative (the seed is skipped), over all queries
+    no_negative_rate_retrieved: float  # the same where the labelled document was retrieved
 
 
 class Cost(BaseModel):
@@ -88,12 +92,14 @@ class AuditReport(BaseModel):
                   f"{r.p_at_1:.3f} ({r.hits}/{r.n}) | {r.mrr:.3f} |" for r in self.reranker]
         lines += ["", f"As FRet uses it, over the {self.judged} judged queries (the labelled "
                   "document is the seed):", "",
-                  "| fusion | negative | relabelled | wrong relabels | false negatives | "
-                  "no safe negative |", "|---|---|---:|---:|---:|---:|"]
+                  "| fusion | negative | relabelled | wrong relabels (all / seed retrieved) | "
+                  "false negatives | no safe negative (all / seed retrieved) |",
+                  "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {f.fusion}{' (default)' if f.fusion == self.default_fusion else ''} | "
                   f"{'guarded' if f.guard else 'lowest (Gecko)'} | {f.relabel_rate:.1%} | "
-                  f"{f.wrong_relabel_rate:.1%} | {f.false_negative_rate:.1%} | "
-                  f"{f.no_negative_rate:.1%} |" for f in self.fret]
+                  f"{f.wrong_relabel_rate:.1%} / {f.wrong_relabel_rate_retrieved:.1%} | "
+                  f"{f.false_negative_rate:.1%} | "
+                  f"{f.no_negative_rate:.1%} / {f.no_negative_rate_retrieved:.1%} |" for f in self.fret]
         w = ", ".join(f"{s} {v:.2f}" for s, v in self.weights.items())
         lines += ["", f"Audited weights (precision@1 above chance): {w} → "
                   f"`--fusion {self.suggested_fusion}`."]
@@ -203,7 +209,7 @@ def build_report(records: Sequence[JudgedQuery], dataset: RetrievalDataset, spli
 
 def fret_score(records: Sequence[JudgedQuery], labels: list[set[str]], fusion: FusionConfig,
                guard: NegativeGuard | None) -> FretScore:
-    relabelled = wrong = false_neg = no_neg = 0
+    relabelled = wrong = wrong_retrieved = false_neg = no_neg = no_neg_retrieved = 0
     for rec, rel in zip(records, labels):
         cs = scored(rec)
         fused = fuse(cs, fusion)
@@ -211,14 +217,19 @@ def fret_score(records: Sequence[JudgedQuery], labels: list[set[str]], fusion: F
         neg = choose_negative(cs, fused, pos, rec.seed_id, guard, cosine_of(rec))
         relabelled += pos.id != rec.seed_id
         wrong += pos.id not in rel
+        wrong_retrieved += rec.seed_retrieved and pos.id not in rel
         if neg is None:
             no_neg += 1
+            no_neg_retrieved += rec.seed_retrieved
         else:
             false_neg += neg.id in rel
     n = len(records)
+    n_retrieved = sum(r.seed_retrieved for r in records)
     with_neg = n - no_neg
     return FretScore(fusion=fusion.spec(), guard=guard is not None, n=n,
                      relabel_rate=relabelled / n if n else 0.0,
                      wrong_relabel_rate=wrong / n if n else 0.0,
+                     wrong_relabel_rate_retrieved=wrong_retrieved / n_retrieved if n_retrieved else 0.0,
                      false_negative_rate=false_neg / with_neg if with_neg else 0.0,
-                     no_negative_rate=no_neg / n if n else 0.0)
+                     no_negative_rate=no_neg / n if n else 0.0,
+                     no_negative_rate_retrieved=no_neg_retrieved / n_retrieved if n_retrieved else 0.0)
