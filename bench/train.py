@@ -45,7 +45,7 @@ def synthetic_run(root: Path, n: int) -> Path:
              "task": "find the abstract of a paper", "query": title, "positive_id": i,
              "positive_title": "", "positive_text": text, "negative_id": docs[k + 1][0],
              "negative_title": "", "negative_text": docs[k + 1][1][1], "relabelled": False,
-             "candidates": [], "judge_mode": "rc_only", "fusion": "rrf", "llm_model": "none",
+             "candidates": [], "judge_mode": "rc_only", "fusion": "rrf", "llm_model": "none", "judge_model": "none",
              "prompt_version": "bench"}
             for k, (i, (title, text)) in enumerate(docs[:n])]
     (root / "shards").mkdir()

@@ -85,7 +85,7 @@ def fret_flow(
         judge_mode = auto_judge_mode(candidates, fusion, beir=audit_beir)["mode"]
     config = fret_config(corpus, candidates, judge_mode, negative, seed, settings.model, limit=limit,
                          shard_size=shard_size, seed_ids_file=seed_ids_file, fusion=fusion,
-                         negative_guard=negative_guard)
+                         negative_guard=negative_guard, judge_model=settings.judge_model)
     with run_lock(Path(run_dir)):  # one writer per run folder
         manifest = _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0,
                         task_runner)
@@ -125,7 +125,7 @@ def shard_runner(spec: str) -> AbstractContextManager[TaskRunner]:
 def fret_config(corpus: str, candidates: int, judge_mode: str, negative: str, seed: int,
                 llm_model: str, limit: int | None = None, shard_size: int = 256,
                 seed_ids_file: str | None = None, fusion: str | None = None,
-                negative_guard: bool = True) -> FretConfig:
+                negative_guard: bool = True, judge_model: str | None = None) -> FretConfig:
     """The run's config from flow parameters; the refresh builds its reuse hash with it too, so
     both always agree on what the recipe is. `fusion` None: FretConfig's default."""
     choice = {"fusion": FusionConfig.parse(fusion)} if fusion else {}
@@ -134,6 +134,7 @@ def fret_config(corpus: str, candidates: int, judge_mode: str, negative: str, se
         corpus=CorpusSpec(path=absolute_corpus(corpus)),  # `resume` may run from another folder
         limit=limit, candidates=candidates, shard_size=shard_size, judge_mode=judge_mode,
         negative=negative, seed=seed, llm_model=llm_model,
+        judge_model=judge_model if judge_model and judge_model != llm_model else "",
         seed_ids_file=str(Path(seed_ids_file).resolve()) if seed_ids_file else None,
         prompt_versions=prompt_versions(),
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from gecko_factory.llm.settings import LLMSettings
+from gecko_factory.llm.embedded import client_settings
 from gecko_factory.lock import run_lock
 from flows.fret import absolute_corpus, fret_config, fret_flow, trigger_training
 from tasks.refresh_tasks import commit_version_task, plan_refresh_task
@@ -38,7 +38,10 @@ def refresh_flow(
     logger = get_run_logger()
     corpus = absolute_corpus(corpus)
     # The recipe's hash decides whether earlier versions can be reused (same as fret_flow's plan).
-    config = fret_config(corpus, candidates, judge_mode, negative, seed, LLMSettings().model)
+    # the models as the flow will see them (the embedded server's names included)
+    settings = client_settings()
+    config = fret_config(corpus, candidates, judge_mode, negative, seed, settings.model,
+                         judge_model=settings.judge_model)
     Path(root).mkdir(parents=True, exist_ok=True)
     with run_lock(Path(root)):  # one refresh at a time per data set
         plan = plan_refresh_task(str(Path(root).resolve()), config.model_dump(mode="json"))

@@ -63,7 +63,8 @@ class FretConfig(BaseModel):
     encoder: str = Field(default="all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' or a local folder")
     embed_batch_size: int = Field(default=64, ge=1)
     index: IndexConfig = Field(default_factory=IndexConfig)
-    llm_model: str = ""  # filled from LLMSettings when the run starts
+    llm_model: str = ""  # filled from LLMSettings when the run starts: the model that writes
+    judge_model: str = ""  # the model that judges (GECKO_LLM_JUDGE_MODEL); "" = llm_model
     prompt_versions: dict[str, str] = Field(default_factory=dict)  # filled from the templates
 
     def output_hash(self) -> str:

@@ -116,6 +116,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     encoder = await asyncio.to_thread(Encoder.load, cfg.encoder)
     client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read,
                             (job.invocation, job.budget_usd, job.max_tokens))  # shared pool and limit, own usage
+    judge_client = client.with_model(cfg.judge_model)  # same pool, cache, budget and usage
     synth = SynthesisResult()
     judge_rejected = 0
 
@@ -124,7 +125,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
         # each candidate read once from the store: the row takes its positive and negative here
         paragraphs = {c.id: corpus[c.id] for c in candidates}
         try:
-            judged = await judge(client, s.query, [(c, paragraphs[c.id]) for c in candidates],
+            judged = await judge(judge_client, s.query, [(c, paragraphs[c.id]) for c in candidates],
                                  job.judge_mode, cfg.judge_passage_chars)
         except LLMRequestRejected as exc:  # this seed's prompt; a service failure fails the shard
             judge_rejected += 1
@@ -213,5 +214,6 @@ def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
         "judge_mode": judge_mode,
         "fusion": cfg.fusion.spec(),
         "llm_model": cfg.llm_model,
+        "judge_model": cfg.judge_model or cfg.llm_model,
         "prompt_version": "+".join(sorted(cfg.prompt_versions.values())),
     }

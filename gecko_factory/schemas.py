@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FRET_SCHEMA_VERSION = "fret-v2"  # v2: candidate similarity, the fusion of each row
+FRET_SCHEMA_VERSION = "fret-v2"  # v2: candidate similarity, the fusion and the judge model of each row
 
 # A paragraph of the input corpus after normalisation (the run's `corpus.parquet`).
 PARAGRAPH_SCHEMA = pa.schema(
@@ -52,7 +52,8 @@ FRET_SCHEMA = pa.schema(
         pa.field("candidates", pa.list_(CANDIDATE_TYPE), nullable=False),
         pa.field("judge_mode", pa.string(), nullable=False),  # one_pass | two_prompt | rc_only
         pa.field("fusion", pa.string(), nullable=False),  # FusionConfig.spec(), e.g. rrf+keep_seed
-        pa.field("llm_model", pa.string(), nullable=False),
+        pa.field("llm_model", pa.string(), nullable=False),  # wrote the task and query
+        pa.field("judge_model", pa.string(), nullable=False),  # scored the candidates
         pa.field("prompt_version", pa.string(), nullable=False),
     ],
     metadata={"gecko_factory.schema": FRET_SCHEMA_VERSION},

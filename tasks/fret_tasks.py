@@ -77,7 +77,9 @@ def index_task(run_dir: str) -> dict:
 def probe_task(base_url: str, judge_mode: str) -> str:
     """Fail fast on an unreachable server; pick RC-only judging when there are no prompt log-probs."""
     async def probe() -> str:
-        client = LLMClient(LLMSettings(), base_url, max_retries=1)
+        settings = client_settings()
+        # the judge reads the log-probs: ask its model (it may not be the writer)
+        client = LLMClient(settings, base_url, max_retries=1).with_model(settings.judge_model)
         try:
             await client.check_reachable()
             if await client.supports_prompt_logprobs():

@@ -13,7 +13,7 @@ from gecko_factory.config import FretConfig
 from gecko_factory.corpus import CorpusSpec
 from gecko_factory.manifest import write_manifest
 from gecko_factory.plan import plan_run
-from gecko_factory.shards import commit_shard, hash_ids, record_failure, shard_file
+from gecko_factory.shards import commit_shard, hash_ids, record_failure, shard_config_hash, shard_file
 
 KEY = "sk-card-0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -29,7 +29,7 @@ def _row(seed: str, i: int, ids: list[str]) -> dict:
             "task": f"task {i}", "query": f"query {i}\nsecond line", "positive_id": pos,
             "positive_title": "", "positive_text": "p " * 300, "negative_id": neg, "negative_title": "",
             "negative_text": f"negative {i}", "relabelled": pos != seed, "candidates": cands,
-            "judge_mode": "one_pass", "fusion": "rrf", "llm_model": "m", "prompt_version": "v"}
+            "judge_mode": "one_pass", "fusion": "rrf", "llm_model": "m", "judge_model": "m", "prompt_version": "v"}
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def run_dir(tmp_path, wiki_sample):
         stats = {"seeds": len(seeds), "skipped": {"invalid_llm_output": 1},
                  "relabelled": sum(r["relabelled"] for r in rows), "seconds": 1.5 + shard,
                  "usage": {"calls": 10 + shard, "prompt_tokens": 100, "completion_tokens": 7, "cache_hits": shard}}
-        commit_shard(run, shard, rows, hash_ids(seeds), plan.config_hash, stats)
+        commit_shard(run, shard, rows, hash_ids(seeds), shard_config_hash(plan.config_hash, "one_pass"), stats)
     record_failure(run, 2, RuntimeError("boom"))
     write_manifest(run, {"failed_shards": {"2": "RuntimeError: boom"},
                          "llm": {"model": "m", "api_key": KEY, "base_url": "http://x/v1"}})

@@ -10,7 +10,7 @@ def _row(i: int) -> dict:
             "negative_id": "n", "negative_title": "", "negative_text": "nt", "relabelled": False,
             "candidates": [{"id": "p", "retrieval_rank": 1, "ql": -1.0, "rc": None,
                             "fused_score": 1.0, "fused_rank": 1}],
-            "judge_mode": "one_pass", "fusion": "rrf", "llm_model": "m", "prompt_version": "v"}
+            "judge_mode": "one_pass", "fusion": "rrf", "llm_model": "m", "judge_model": "m", "prompt_version": "v"}
 
 
 def test_commit_writes_file_then_marker_and_nothing_temporary(tmp_path):

@@ -174,6 +174,8 @@ class ScriptedLLM:
             return fault
         messages = body.get("messages") or []
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
+        kind = "relevance" if "Yes or No" in system else "synthesis"
+        self.counts[f"chat_{kind}:{body.get('model')}"] += 1  # which model each role asked
         user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         logprobs = None
         if "Yes or No" in system:
@@ -208,6 +210,7 @@ class ScriptedLLM:
         if (fault := await self._fault(raw)) is not None:
             return fault
         prompt = body.get("prompt")
+        self.counts[f"completions:{body.get('model')}"] += 1
         if not isinstance(prompt, str):
             return JSONResponse({"error": {"message": "prompt must be a string",
                                            "type": "invalid_request_error"}}, status_code=400)

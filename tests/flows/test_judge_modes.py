@@ -66,3 +66,25 @@ def test_rc_only_shards_are_redone_when_the_server_gives_log_probs(tmp_path, sma
     # both shards judged again: 3 QL calls per seed (the cache had none) + probes
     assert second["llm_usage"]["calls"] >= 8 * 3
     print(f"\nrc_only run then two_prompt run: 2 of 2 shards redone, {calls} calls to the second server")
+
+
+def test_a_judge_model_apart_from_the_writer(tmp_path, small_corpus, prefect_harness, llm_env, monkeypatch):
+    """GECKO_LLM_JUDGE_MODEL: synthesis asks for `model`, every judge call for the judge; both are
+    in the config (another judge is another data set) and in every row."""
+    from flows.fret import fret_flow
+    from gecko_factory.plan import RunPlan
+
+    monkeypatch.setenv("GECKO_LLM_JUDGE_MODEL", "scripted-judge")
+    before = llm_env.stats()
+    m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=4, candidates=3, shard_size=4)
+    assert m["counts"]["examples"] == 4
+    asked = {k: v - before.get(k, 0) for k, v in llm_env.stats().items() if ":" in k}
+    # 4 syntheses by the writer; 4 x 3 QL completions and 4 x 3 RC chats by the judge (+ the probe)
+    assert asked.get("chat_synthesis:scripted") == 4 and not asked.get("chat_synthesis:scripted-judge")
+    assert asked.get("chat_relevance:scripted-judge") == 12 and not asked.get("chat_relevance:scripted")
+    assert asked.get("completions:scripted-judge") == 12 + 1 and not asked.get("completions:scripted")
+    df = _rows(tmp_path / "run")
+    assert (df["llm_model"] == "scripted").all() and (df["judge_model"] == "scripted-judge").all()
+    cfg = RunPlan.load(tmp_path / "run").config
+    assert (cfg.llm_model, cfg.judge_model) == ("scripted", "scripted-judge")
+    assert cfg.output_hash() != cfg.model_copy(update={"judge_model": ""}).output_hash()

@@ -60,7 +60,7 @@ def run_dir(tmp_path_factory):
                 "relabelled": False,
                 "candidates": [{"id": f"p{i}", "retrieval_rank": 1, "ql": None, "rc": -0.1,
                                 "fused_score": 2.0, "fused_rank": 1}],
-                "judge_mode": "rc_only", "fusion": "rrf", "llm_model": "fake",
+                "judge_mode": "rc_only", "fusion": "rrf", "llm_model": "fake", "judge_model": "fake",
                 "prompt_version": "v0"})
     table = pa.Table.from_pylist(rows, schema=FRET_SCHEMA)
     pq.write_table(table.slice(0, 30), run / "shards" / "part-00000.parquet")
