@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 
 from gecko_factory.audit.auto import FALLBACK, FORMS, choose_judge_mode
 from gecko_factory.audit.report import AuditReport
-from gecko_factory.audit.run import AuditSpec, dataset_of
+from gecko_factory.audit.run import AuditSpec, dataset_of, pending_queries, planned_identity
 from gecko_factory.evaluate import DatasetUnavailable
 from tasks.audit_tasks import audit_judge_task, audit_prepare_task, audit_report_task, judge_settings
 from tasks.llm_endpoint import llm_endpoint
@@ -39,9 +39,13 @@ def audit_flow(beir: str | None = None, split: str = "train", limit: int | None 
     dataset_of(spec)  # a missing labelled set fails here, with where it was looked for
     payload = spec.model_dump(mode="json")
     audit_prepare_task(payload)
-    with llm_endpoint(judge_settings()) as base_url:
-        judged = audit_judge_task(payload, base_url)
-    report = audit_report_task(payload, judged["identity"])
+    identity = planned_identity(spec)
+    if pending_queries(spec, identity):
+        with llm_endpoint(judge_settings()) as base_url:
+            identity = audit_judge_task(payload, base_url)["identity"]
+    else:  # every query has its record: the report needs no LLM (not even started)
+        get_run_logger().info("audit: every selected query is judged already (%s)", out)
+    report = audit_report_task(payload, identity)
     get_run_logger().info("audit written to %s/audit.json and audit.md", out)
     return report
 

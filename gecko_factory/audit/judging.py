@@ -132,6 +132,25 @@ def pick_seed(retrieved: list[str], relevant: set[str]) -> tuple[str, bool]:
     return sorted(relevant)[0], False
 
 
+NOT_IN_CORPUS = "labelled_doc_not_in_corpus"  # e.g. the abstract was too long for the reader
+
+
+def split_queries(dataset: RetrievalDataset, store, query_ids: list[str],
+                  done: dict[str, JudgedQuery]) -> tuple[list[tuple[str, set[str]]], dict[str, str], int]:
+    """(pending queries with their labelled documents in the corpus, skipped ones by reason,
+    how many are judged already)."""
+    pending, skipped, reused = [], {}, 0
+    for qid in query_ids:
+        relevant = {d for d in dataset.qrels.get(qid, ()) if d in store}
+        if not relevant:
+            skipped[qid] = NOT_IN_CORPUS
+        elif qid in done:
+            reused += 1
+        else:
+            pending.append((qid, relevant))
+    return pending, skipped, reused
+
+
 async def probe_mode(client: LLMClient, mode: str) -> str:
     """RC alone when the server gives no prompt log-probs, as the FRet flow's probe decides."""
     return mode if await client.supports_prompt_logprobs() else "rc_only"
@@ -153,17 +172,9 @@ async def _judge_queries(job: JudgeJob) -> JudgeSummary:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".json").write_text(json.dumps(identity, indent=2))
         summary = JudgeSummary(path, identity)
-        done = read_records(path)
         store = open_corpus(job.corpus.run_dir)
-        pending = []
-        for qid in job.query_ids:
-            relevant = {d for d in job.dataset.qrels.get(qid, ()) if d in store}
-            if not relevant:
-                summary.skipped[qid] = "labelled_doc_not_in_corpus"
-            elif qid in done:
-                summary.reused += 1
-            else:
-                pending.append((qid, relevant))
+        pending, summary.skipped, summary.reused = split_queries(
+            job.dataset, store, job.query_ids, read_records(path))
         if not pending:
             return summary
         index = load_index(job.corpus.index.path)

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from gecko_factory.audit.data import DEFAULT_SPLIT, PreparedCorpus, load_labelled, prepare_corpus
-from gecko_factory.audit.judging import (JudgeJob, JudgeSummary, judge_queries,
-                                         read_records, records_path)
+from gecko_factory.audit.judging import (JudgeJob, JudgeSummary, judge_identity, judge_queries,
+                                         read_records, records_path, split_queries)
 from gecko_factory.audit.registry import register
 from gecko_factory.audit.report import AuditReport, build_report
 from gecko_factory.config import FretConfig
+from gecko_factory.corpus_store import open_corpus
 from gecko_factory.evaluate import RetrievalDataset
 from gecko_factory.fusion import FusionConfig, NegativeGuard
 from gecko_factory.llm.settings import LLMSettings
@@ -78,19 +80,28 @@ def judge_step(spec: AuditSpec, settings: LLMSettings, base_url: str) -> JudgeSu
     return summary
 
 
+def planned_identity(spec: AuditSpec) -> dict:
+    """The judge identity for the form asked (the server may still force rc_only)."""
+    return judge_identity(spec.fret, spec.fret.judge_mode, dataset_of(spec),
+                          prepare(spec).plan.corpus_hash)
+
+
+def pending_queries(spec: AuditSpec, identity: dict) -> int:
+    """Selected queries with no record yet: none means the LLM need not even be started."""
+    store = open_corpus(prepare(spec).run_dir)
+    done = read_records(records_path(spec.out_dir, identity))
+    return len(split_queries(dataset_of(spec), store, query_ids(spec), done)[0])
+
+
 def report_step(spec: AuditSpec, identity: dict | None = None) -> AuditReport:
     """The report of the judged records of `identity` (default: the last judge step's)."""
     identity = identity or json.loads((spec.out_dir / "last_identity.json").read_text())
     dataset = dataset_of(spec)
     records = read_records(records_path(spec.out_dir, identity))
-    prepared = prepare(spec)
-    from gecko_factory.corpus_store import open_corpus
-
-    store = open_corpus(prepared.run_dir)
+    store = open_corpus(prepare(spec).run_dir)
     selected = query_ids(spec)
-    skipped = {"labelled_doc_not_in_corpus": sum(
-        1 for q in selected if not any(d in store for d in dataset.qrels.get(q, ())))}
-    skipped = {k: v for k, v in skipped.items() if v}
+    _, skipped_ids, _ = split_queries(dataset, store, selected, records)
+    skipped = dict(Counter(skipped_ids.values()))
     judged = [records[q] for q in selected if q in records]
     fusions = [FusionConfig.parse(s) for s in (*BASELINE_FUSIONS, *spec.fusions)]
     report = build_report(judged, dataset, spec.split, identity, fusions, spec.fret.fusion,
