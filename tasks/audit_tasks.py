@@ -14,15 +14,22 @@ from prefect.cache_policies import NO_CACHE
 
 from gecko_factory.audit.run import AuditSpec, judge_step, prepare, report_step
 from gecko_factory.llm.embedded import client_settings
+from gecko_factory.llm.settings import LLMSettings
 from tasks.fret_tasks import retry_if_transient
 
 AUDIT_KEY = "judge-audit"
 
 
-def judge_settings():
-    """The client settings of the judge: GECKO_LLM_JUDGE_MODEL when set, else the one model."""
+def judge_settings() -> LLMSettings:
+    """The settings the audit judges with: every request names the judge (GECKO_LLM_JUDGE_MODEL,
+    else the one model), and the embedded server, when it is the endpoint, loads that model alone
+    (the writer has nothing to do in an audit)."""
     settings = client_settings()
-    return settings.model_copy(update={"model": settings.judge_model or settings.model})
+    judge = settings.judge_model or settings.model
+    update: dict = {"model": judge, "judge_model": None}
+    if not settings.base_url:
+        update["embedded_model"] = judge
+    return settings.model_copy(update=update)
 
 
 @task(name="audit-prepare", cache_policy=NO_CACHE, tags=["audit", "cpu"])

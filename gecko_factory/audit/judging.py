@@ -93,11 +93,12 @@ class JudgeSummary:
 
 def judge_identity(cfg: FretConfig, judge_mode: str, dataset: RetrievalDataset,
                    corpus_hash: str) -> dict:
-    """Everything that shapes a record; a change starts a new records file."""
+    """Everything that shapes a record; a change starts a new records file. `llm_model` is the
+    model that judged (the recipe's judge_model, else its one model)."""
     return {"version": RECORD_VERSION, "dataset": dataset.name, "corpus_hash": corpus_hash,
             "candidates": cfg.candidates, "judge_mode": judge_mode,
             "judge_passage_chars": cfg.judge_passage_chars, "encoder": cfg.encoder,
-            "index": cfg.index.model_dump(), "llm_model": cfg.llm_model,
+            "index": cfg.index.model_dump(), "llm_model": cfg.judge_model or cfg.llm_model,
             "judge_prompt": cfg.prompt_versions.get("judge_v1", "")}
 
 
