@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from gecko_factory.audit.judging import JudgedQuery
 from gecko_factory.evaluate import RetrievalDataset
 from gecko_factory.fusion import (SIGNALS, FusionConfig, NegativeGuard, Scored, choose_negative,
-                                  choose_positive, fuse, rank_desc)
+                                  choose_positive, fuse, rank_desc, signal_values)
 
 AUDITED_WEIGHTS = "wrrf (audited weights)"  # the leave-one-out row's name
 
@@ -168,7 +168,8 @@ def build_report(records: Sequence[JudgedQuery], dataset: RetrievalDataset, spli
     prior = [cs[0].id for cs in cands]  # retrieval's top plays the seed a keep_seed rule keeps
 
     singles = {s: [ordering(cs, single(s), None) for cs in cands] for s in SIGNALS}
-    present = [s for s in SIGNALS if all(all(getattr(c, s, 0) is not None for c in cs) for cs in cands)]
+    present = [s for s in SIGNALS  # rc_only judging measured no QL
+               if all(signal_values(c, s) is not None for cs in cands for c in cs)]
     hit_vec = {s: [o[0] in rel for o, rel in zip(singles[s], rels)] for s in SIGNALS}
     n = len(cands)
     weights = reliability({s: sum(hit_vec[s]) if s in present else 0 for s in SIGNALS}, n, chance)

@@ -110,3 +110,20 @@ def test_a_beir_zip_reads_as_its_folder_and_a_missing_default_says_where(tmp_pat
     monkeypatch.chdir(tmp_path)  # no ../shared/data/scifact.zip from here
     with pytest.raises(DatasetUnavailable, match=r"shared/data.*--beir"):
         load_labelled(None)
+
+
+def test_a_server_without_prompt_logprobs_is_audited_rc_only(tmp_path):
+    from gecko_factory.testing.launch import ScriptedServer
+
+    fret = FretConfig(candidates=2, judge_mode="two_prompt", llm_model="scripted",
+                      prompt_versions=prompt_versions())
+    spec = AuditSpec(beir=str(make_beir(tmp_path / "beir")), out=str(tmp_path / "out"), fret=fret,
+                     limit=4)
+    with ScriptedServer(prompt_logprobs=False) as server:
+        summary = judge_step(spec, LLMSettings(_env_file=None, model="scripted"), server.base_url)
+    assert summary.identity["judge_mode"] == "rc_only" and summary.judged_now == 4
+    report = report_step(spec)
+    names = [r.name for r in report.reranker]
+    assert "QL alone" not in names and report.rank("RC alone").p_at_1 == pytest.approx(
+        sum(t[2] for t in TRUTH[:4]) / 4)
+    assert report.weights["ql"] == 0.0
