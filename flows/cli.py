@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+
 class _Program(typer.Typer):
     """The app run as the `gecko-factory` program: the console script and `python -m flows.cli`
     call it; typer's CliRunner (tests) calls the click command directly and never gets here."""
@@ -144,7 +145,8 @@ def run(
         watcher.join()
         console.print(f"[red]error:[/red] {exc}{_server_start_hint(exc)}")
         if (out / "plan.json").exists():
-            console.print(f"shards that are done are kept; rerun the same command to resume ({out})")
+            console.print(f"shards that are done are kept; [bold]gecko-factory resume {escape(str(out))}[/bold] "
+                          "redoes the rest (`gecko-factory status` lists them)")
         raise typer.Exit(1)
     stop.set()
     watcher.join()
