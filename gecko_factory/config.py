@@ -55,7 +55,8 @@ class FretConfig(BaseModel):
     )
     # Which candidate is the positive (fusion.py). The default is chosen by the judge audit
     # (README, "Auditing the judge"): Gecko's RRF gave a 0.5B judge's noisy RC the same vote as
-    # QL and relabelled to wrong positives; keep_seed relabels only when every signal agrees.
+    # QL and relabelled to wrong positives; keep_seed relabels only when QL and RC agree on a
+    # candidate and the judge answers Yes for it (no fitted threshold).
     fusion: FusionConfig = Field(default_factory=lambda: FusionConfig(keep_seed=True))
     negative: Literal["lowest", "random"] = "lowest"
     # Candidates that may not be the hard negative (likely false negatives); None: Gecko's rule.

@@ -10,10 +10,12 @@ judge's, see judge.py). Entry points: `fuse(signals, FusionConfig) -> list[float
   tokens and RC a log-probability, on scales that do not add up. Weights are meant to come from
   an audit (`gecko-factory audit` prints them): a signal no better than chance gets weight 0,
   where RRF would give it the same vote as the best one (issue 12: a 0.5B model's RC).
-- `keep_seed`: the seed stays the positive unless one other candidate is ranked first by *every*
-  judge signal the fusion weighs ("it wins on both signals": unanimity, no threshold to tune).
-  A paragraph wrote the query, so it is the prior; a relabel needs more than one noisy signal's
-  say-so. (Reranking without a seed, the audit lets retrieval's top play the prior.)
+- `keep_seed`: the seed stays the positive unless the judge is confident another candidate is
+  better: every judge signal the fusion weighs ranks that one first ("it wins on both signals")
+  and the relevance judge answers Yes for it. No threshold is fitted: unanimity, and the yes/no
+  classifier's own decision. A paragraph wrote the query, so it is the prior; a relabel needs
+  more than a noisy signal's say-so. (Reranking without a seed, the audit lets retrieval's top
+  play the prior.)
 - Hard negative: the lowest fused candidate that is not a likely false negative (`NegativeGuard`:
   NV-Retriever's TopK-PercPos, near-duplicates of the positive, and the seed itself).
 """
@@ -21,6 +23,7 @@ judge's, see judge.py). Entry points: `fuse(signals, FusionConfig) -> list[float
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +43,7 @@ class FusionConfig(BaseModel):
     weights: dict[str, float] = Field(default_factory=lambda: dict(GECKO_RRF),
                                       description="w_s of R = sum w_s / rank_s (RRF: ql=rc=1)")
     keep_seed: bool = Field(default=False, description="relabel only to a candidate every weighted "
-                                                        "judge signal ranks first")
+                                                        "judge signal ranks first and RC calls relevant")
 
     @field_validator("weights")
     @classmethod
@@ -121,6 +124,7 @@ def fuse(cands: list[Scored], fusion: FusionConfig) -> list[float]:
 
 
 JUDGE_SIGNALS = ("ql", "rc")
+YES = math.log(0.5)  # RC above this: the judge answers Yes rather than No
 
 
 def voters(fusion: FusionConfig) -> list[str]:
@@ -129,24 +133,33 @@ def voters(fusion: FusionConfig) -> list[str]:
     return [s for s in JUDGE_SIGNALS if fusion.weights[s] > 0]
 
 
-def first_on_every_signal(cands: list[Scored], fusion: FusionConfig) -> Scored | None:
-    """The candidate every voting signal ranks first, if they agree on one (None otherwise)."""
+def confident_winner(cands: list[Scored], fusion: FusionConfig) -> Scored | None:
+    """The candidate every voting signal ranks first, if they agree on one and the relevance
+    judge answers Yes for it (P(Yes) > 1/2: the classifier's own decision, not a fitted
+    threshold); else None. Agreement alone is not confidence: a 0.5B judge's RC moves a few
+    hundredths of a nat between candidates and puts P(Yes) near 1/3 for every SciFact abstract,
+    so two signals agreeing on a candidate it does not even call relevant is chance."""
     firsts = set()
     for signal in voters(fusion):
         values = [signal_values(c, signal) for c in cands]
         if any(v is None for v in values):
             continue  # rc_only: QL was not measured and has no say
         firsts.add(rank_desc(values).index(1))  # type: ignore[arg-type]
-    return cands[firsts.pop()] if len(firsts) == 1 else None
+    if len(firsts) != 1:
+        return None
+    winner = cands[firsts.pop()]
+    if "rc" in voters(fusion) and winner.rc is not None and winner.rc <= YES:
+        return None
+    return winner
 
 
 def choose_positive(cands: list[Scored], fused: list[float], fusion: FusionConfig,
                     seed_id: str | None) -> Scored:
-    """The fusion's top; with `keep_seed`, the seed unless every voting signal ranks one other
-    candidate first ("it wins on both signals"): then that one."""
+    """The fusion's top; with `keep_seed`, the seed unless the judge is confident another
+    candidate is better (`confident_winner`: first on both signals, and a Yes): then that one."""
     if not fusion.keep_seed or seed_id is None or all(c.id != seed_id for c in cands):
         return cands[rank_desc(fused).index(1)]
-    winner = first_on_every_signal(cands, fusion)
+    winner = confident_winner(cands, fusion)
     if winner is not None:
         return winner
     return next(c for c in cands if c.id == seed_id)

@@ -1,5 +1,7 @@
 """Fusion and the hard-negative guard, worked by hand."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,9 @@ def test_keep_seed_relabels_only_when_every_weighted_signal_agrees():
     # p1 is first on QL and on RC: relabelled
     cs = cands([-20.0, -5.0, -30.0], [-0.9, -0.5, -2.0])
     assert choose_positive(cs, fuse(cs, keep), keep, "p0").id == "p1"
+    # first on both, but the judge does not answer Yes for it (P(Yes) 0.4): the seed stays
+    cs = cands([-20.0, -5.0, -30.0], [-1.2, math.log(0.4), -2.0])
+    assert choose_positive(cs, fuse(cs, keep), keep, "p0").id == "p0"
     # p1 beats the seed on both but p2 is first on RC: the signals do not agree, the seed stays
     cs = cands([-20.0, -5.0, -30.0], [-0.9, -0.5, -0.1])
     assert choose_positive(cs, fuse(cs, keep), keep, "p0").id == "p0"
