@@ -181,8 +181,9 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, c
     plan = plan_task(config.model_dump(mode="json"), run_dir, force)
     index = index_task(run_dir)
     with llm_endpoint(settings) as base_url:
-        # an endpoint down at the start waits like a shard would (visible as AwaitingRetry)
-        mode = probe_task.with_options(**shard_retries(settings))(base_url, judge_mode)
+        # An endpoint down at the start fails fast (a wrong URL should not cost minutes); one that
+        # goes down mid-run is waited for (`shard_retries`), since shards are then half done.
+        mode = probe_task(base_url, judge_mode)
         progress = ShardProgress(run_dir, plan["shards"])
         with shard_runner(task_runner) as runner:
             futures = {

@@ -28,6 +28,12 @@ def dataset(run_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(files).sort("example_id") if files else pl.DataFrame()
 
 
+def without_similarity(df: pl.DataFrame) -> pl.DataFrame:
+    kept = ("id", "retrieval_rank", "ql", "rc", "fused_score", "fused_rank")
+    return df.with_columns(pl.col("candidates").list.eval(
+        pl.struct(*(pl.element().struct.field(f) for f in kept))))
+
+
 def manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
 
@@ -83,8 +89,13 @@ def test_faults_at_30_percent(tmp_path, corpus, reference, prefect_harness, monk
     # every fault cost a retry (the probe's one request is outside the run's ledger)
     assert m["llm_usage"]["retries"] >= sum(faults.values()) - 1
     got = dataset(run_dir)
-    # every example not skipped is exactly the one the fault-free run made
-    assert got.equals(ref.filter(pl.col("seed_id").is_in(got["seed_id"].implode())))
+    # every example not skipped is exactly the one the fault-free run made, except for the last
+    # bits of the query-passage cosine: a skipped seed leaves its group's query batch shorter,
+    # and the encoder's padded batch moves its output by ~1e-7 (ids, ranks and scores are equal)
+    want = ref.filter(pl.col("seed_id").is_in(got["seed_id"].implode()))
+    assert without_similarity(got).equals(without_similarity(want))
+    for a, b in zip(got["candidates"].to_list(), want["candidates"].to_list()):
+        assert max(abs(x["similarity"] - y["similarity"]) for x, y in zip(a, b)) < 1e-5
     assert got.height == ref.height - stats["bad_synthesis_twice"]
 
 
