@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from flows.cli import _quiet_prefect, app, console
@@ -42,7 +41,7 @@ def audit(
         if judge_mode == "auto":
             choice = auto_judge_mode(candidates, fusion, limit=limit or 40, out=str(out),
                                      beir=str(beir) if beir else None)
-            Console().print(f"judge mode: {choice['mode']} — {choice['reason']}", markup=False)
+            typer.echo(f"judge mode: {choice['mode']} — {choice['reason']}")
             judge_mode = choice["mode"]
         report = audit_flow(beir=str(beir) if beir else None, split=split, limit=limit or None,
                             out=str(out), candidates=candidates, judge_mode=judge_mode,
@@ -54,5 +53,5 @@ def audit(
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         console.print(f"queries already judged are kept in {escape(str(out))}/judged: rerun to go on")
         raise typer.Exit(1)
-    Console().print((out / "audit.md").read_text(), markup=False)
-    Console().print(f"{report['judged']} queries → {out / 'audit.json'}", markup=False)
+    typer.echo((out / "audit.md").read_text())  # markdown as is: tables must not be wrapped
+    typer.echo(f"{report['judged']} queries → {out / 'audit.json'}")
