@@ -35,6 +35,7 @@ from gecko_factory.llm.cache import RequestCache
 from gecko_factory.llm.client import LLMClient, LLMError
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import candidates_for, neighbours, with_seed
+from gecko_factory.shards import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ async def _judge_queries(job: JudgeJob) -> JudgeSummary:
         identity = judge_identity(cfg, mode, job.dataset, job.corpus.plan.corpus_hash)
         path = records_path(job.out, identity)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".json").write_text(json.dumps(identity, indent=2))
+        atomic_write_json(path.with_suffix(".json"), identity)  # what the file's name stands for
         summary = JudgeSummary(path, identity)
         store = open_corpus(job.corpus.run_dir)
         pending, summary.skipped, summary.reused = split_queries(
