@@ -14,7 +14,6 @@ fusion.py's (a pure function of these scores, so an audit can replay every fusio
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import re
@@ -26,6 +25,7 @@ import numpy as np
 from gecko_factory.corpus import Paragraph
 from gecko_factory.fusion import Scored
 from gecko_factory.llm.client import LLMClient
+from gecko_factory.llm.runtime import gather_all
 from gecko_factory.mine import Candidate
 from gecko_factory.templates import load_template
 
@@ -112,8 +112,8 @@ async def _score(client: LLMClient, mode: JudgeMode, query: str, passage: str) -
     if mode == "one_pass":
         return await _one_pass(client, query, passage)
     if mode == "two_prompt":
-        ql, rc = await asyncio.gather(_query_likelihood(client, query, passage),
-                                      _relevance(client, query, passage))
+        ql, rc = await gather_all(_query_likelihood(client, query, passage),
+                                  _relevance(client, query, passage))
         return ql, rc
     return None, await _relevance(client, query, passage)
 
@@ -121,7 +121,7 @@ async def _score(client: LLMClient, mode: JudgeMode, query: str, passage: str) -
 async def judge(client: LLMClient, query: str, candidates: list[tuple[Candidate, Paragraph]],
                 mode: JudgeMode, passage_chars: int) -> list[JudgedCandidate]:
     """Raises LLMError if any candidate cannot be scored: a partial ranking would be biased."""
-    scored = await asyncio.gather(
+    scored = await gather_all(  # one failed call cancels the others: the seed fails as a whole
         *(_score(client, mode, query, judge_passage(p, passage_chars)) for _, p in candidates)
     )
     return [JudgedCandidate(c.id, c.retrieval_rank, c.similarity, ql, rc, text_key(p.title, p.text),
