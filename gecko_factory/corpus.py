@@ -9,7 +9,6 @@ come (planning a run) instead of holding the whole corpus.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from gecko_factory.hashing import sha256_hex
 from gecko_factory.schemas import PARAGRAPH_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def normalise(text: str) -> str:
 
 def content_id(text: str) -> str:
     """Stable id of a paragraph: the first 16 hex digits of sha256 of its normalised text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return sha256_hex(text, length=16)
 
 
 def sample_corpus_path() -> Path:

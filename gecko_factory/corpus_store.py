@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from gecko_factory.corpus import Paragraph
 from gecko_factory.schemas import PARAGRAPH_SCHEMA
-from gecko_factory.shards import atomic_file
+from gecko_factory.files import atomic_file
 
 log = logging.getLogger(__name__)
 

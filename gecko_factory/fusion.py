@@ -22,7 +22,6 @@ judge's, see judge.py). Entry points: `fuse(signals, FusionConfig) -> list[float
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+from gecko_factory.hashing import stable_int
 
 SIGNALS = ("retrieval", "ql", "rc")
 Signal = Literal["retrieval", "ql", "rc"]
@@ -200,7 +201,7 @@ def choose_negative(cands: list[Scored], fused: list[float], positive: Scored,
         return None
     if strategy == "lowest":
         return allowed[0]
-    return allowed[int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % len(allowed)]
+    return allowed[stable_int(key) % len(allowed)]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ temporary name and renamed when complete: a crash never leaves a half index that
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,8 @@ import pyarrow.parquet as pq
 
 from gecko_factory.config import IndexConfig
 from gecko_factory.embed import Encoder
+from gecko_factory.files import publish_dir
+from gecko_factory.hashing import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def passage_text(title: str, text: str) -> str:
 
 def index_key(req: IndexRequest, encoder_fingerprint: str) -> str:
     blob = json.dumps([req.corpus_hash, encoder_fingerprint, req.params.model_dump()], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return sha256_hex(blob, length=20)
 
 
 def build_hnsw(vectors: np.ndarray, params: IndexConfig, threads: int | None = None) -> hnswlib.Index:
@@ -108,10 +109,7 @@ def build_index(req: IndexRequest) -> IndexInfo:
             "encoder": req.encoder, "encoder_fingerprint": encoder.fingerprint,
             "params": req.params.model_dump(), "embed_seconds": round(embed_seconds, 2)}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another process finished the same index first: theirs is as good
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_dir(tmp, final)  # False: another process finished the same index first
     log.info("index: built %s (%d vectors, embedded in %.1fs)", final, len(ids), embed_seconds)
     return IndexInfo(final, len(ids), encoder.dim, False, embed_seconds)
 

@@ -14,7 +14,6 @@ fusion.py's (a pure function of these scores, so an audit can replay every fusio
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 
 from gecko_factory.corpus import Paragraph
 from gecko_factory.fusion import Scored
+from gecko_factory.hashing import sha256_hex
 from gecko_factory.llm.client import LLMClient
 from gecko_factory.llm.runtime import gather_all
 from gecko_factory.mine import Candidate
@@ -131,4 +131,4 @@ async def judge(client: LLMClient, query: str, candidates: list[tuple[Candidate,
 
 def text_key(title: str, text: str) -> str:
     """Hash of a passage lowercased to letters and digits: equal keys = the same text."""
-    return hashlib.sha256(_ALNUM.sub(" ", f"{title} {text}".lower()).strip().encode()).hexdigest()[:16]
+    return sha256_hex(_ALNUM.sub(" ", f"{title} {text}".lower()).strip(), length=16)

@@ -9,7 +9,6 @@ corpus_store.py): planning holds the ids and dedupe digests, not the paragraphs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -23,7 +22,8 @@ from gecko_factory.config import FretConfig
 from gecko_factory.corpus import CorpusResult, CorpusSpec, Paragraph, stream_corpus
 from gecko_factory.corpus_store import PARQUET_NAME, write_arrow_copy
 from gecko_factory.schemas import PARAGRAPH_SCHEMA
-from gecko_factory.shards import atomic_file, atomic_write_json
+from gecko_factory.files import atomic_file, atomic_write_json
+from gecko_factory.hashing import RecordsHash
 
 # Paragraphs per Parquet row group while streaming the corpus out (~6 MB of text).
 WRITE_BATCH = 8192
@@ -62,24 +62,20 @@ class RunPlan:
         return sum(len(s) for s in self.shards)
 
 
-def _hash_update(h, p: Paragraph) -> None:
-    h.update(f"{p.id}\x1f{p.title}\x1f{p.text}\x1e".encode())
-
-
 def corpus_hash(paragraphs: list[Paragraph]) -> str:
-    h = hashlib.sha256()
+    h = RecordsHash()
     for p in paragraphs:
-        _hash_update(h, p)
+        h.update(p.id, p.title, p.text)
     return h.hexdigest()
 
 
 def _write_corpus(spec: CorpusSpec, fh: BinaryIO) -> tuple[CorpusResult, list[str], str]:
     """Stream the corpus as Parquet into `fh`; its skips, ids and hash."""
     result = CorpusResult(paragraphs=[])  # only its skips and errors: the paragraphs go to disk
-    h, ids, batch = hashlib.sha256(), [], []
+    h, ids, batch = RecordsHash(), [], []
     with pq.ParquetWriter(fh, PARAGRAPH_SCHEMA, compression="zstd") as writer:
         for p in stream_corpus(spec, result):
-            _hash_update(h, p)  # the same hash as corpus_hash over the whole list
+            h.update(p.id, p.title, p.text)  # the same hash as corpus_hash over the whole list
             ids.append(p.id)
             batch.append(p)
             if len(batch) == WRITE_BATCH:

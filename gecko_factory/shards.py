@@ -14,18 +14,16 @@ inputs and config AND the file on disk has the size and hash the marker recorded
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# atomic_write_json is imported from here by manifest.py (not yet moved to gecko_factory.files).
+from gecko_factory.files import atomic_file, atomic_write_json  # noqa: F401
+from gecko_factory.hashing import sha256_file, sha256_hex
 from gecko_factory.schemas import FRET_SCHEMA, FRET_SCHEMA_VERSION
 
 
@@ -55,50 +53,8 @@ def record_failure(run_dir: Path, shard: int, exc: BaseException) -> None:
                              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def hash_ids(ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_file(path: Path, tmp_suffix: str = ".tmp") -> Iterator[BinaryIO]:
-    """Every write of a run file: the caller writes the temp file `path` + `tmp_suffix`; on
-    success it is fsynced, renamed over `path` and the folder fsynced; on an exception it is
-    removed and `path` stays as it was. (A suffix with the pid lets processes race safely.)"""
-    tmp = path.with_name(path.name + tmp_suffix)
-    try:
-        with tmp.open("wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_json(path: Path, obj: object) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    return sha256_hex("\n".join(ids))
 
 
 @dataclass
@@ -140,7 +96,7 @@ def shard_config_hash(plan_config_hash: str, judge_mode: str) -> str:
     was actually judged with. The plan holds the mode asked for, but a server without prompt
     log-probs is judged RC-only; without this a later run with log-probs would reuse those
     shards as if they were two-prompt ones."""
-    return hashlib.sha256(f"{plan_config_hash}\x1fjudge_mode={judge_mode}".encode()).hexdigest()
+    return sha256_hex(plan_config_hash, f"judge_mode={judge_mode}")
 
 
 def done_marker(run_dir: Path, shard: int, input_hash: str,

@@ -11,7 +11,6 @@ timeouts, 429/5xx beyond the client's retries) is not: it propagates and fails t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from gecko_factory.config import FretConfig
 from gecko_factory.corpus import Paragraph, normalise
+from gecko_factory.hashing import stable_int
 from gecko_factory.llm.client import LLMClient, LLMRequestRejected
 from gecko_factory.templates import load_template
 
@@ -68,13 +68,8 @@ class SynthesisResult:
             self.errors.append(f"{paragraph_id}: {reason}: {detail[:300]}")
 
 
-def _stable_int(*parts: object) -> int:
-    blob = "\x1f".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
-
-
 def pick_task_type(paragraph_id: str, seed: int, task_types: tuple[str, ...]) -> str:
-    return task_types[_stable_int("task-type", seed, paragraph_id) % len(task_types)]
+    return task_types[stable_int("task-type", seed, paragraph_id) % len(task_types)]
 
 
 def build_messages(task_type: str, passage: str) -> list[dict]:
@@ -129,7 +124,7 @@ async def synthesize_one(client: LLMClient, paragraph: Paragraph, config: FretCo
                 messages,
                 temperature=config.synth_temperature,
                 max_tokens=config.synth_max_tokens,
-                seed=_stable_int("synth", config.seed, paragraph.id, attempt) % 2**31,
+                seed=stable_int("synth", config.seed, paragraph.id, attempt) % 2**31,
                 json_schema=OUTPUT_SCHEMA,
             )
         except LLMRequestRejected as exc:

@@ -7,10 +7,11 @@ Placeholders are `{name}` and are filled by plain replacement (passages may cont
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from gecko_factory.hashing import sha256_hex
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
@@ -42,5 +43,5 @@ def load_template(name: str) -> Template:
             sections[current] += line
     # A section's trailing newline is layout in the file, not part of the prompt.
     sections = {k: v.rstrip("\n") for k, v in sections.items()}
-    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    digest = sha256_hex(raw, length=8)
     return Template(name=name, version=f"{name}@{digest}", sections=sections)

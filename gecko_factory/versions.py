@@ -15,7 +15,6 @@ its id is processed again, and an unchanged one never is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -25,13 +24,14 @@ from pathlib import Path
 import polars as pl
 
 from gecko_factory.corpus import CorpusSpec, Paragraph, load_corpus
-from gecko_factory.shards import atomic_write_json
+from gecko_factory.files import atomic_write_json, atomic_write_text
+from gecko_factory.hashing import sha256_hex
 
 VERSION_FILE = "version.json"
 
 
 def content_hash(p: Paragraph) -> str:
-    return hashlib.sha256(f"{p.title}\x1f{p.text}".encode("utf-8")).hexdigest()[:32]
+    return sha256_hex(p.title, p.text, length=32)
 
 
 def version_dirs(root: Path) -> list[Path]:
@@ -137,9 +137,7 @@ def prepare_run_dir(plan: RefreshPlan) -> None:
         if plan.seed_ids_file.read_text().split() != plan.new_seed_ids:
             shutil.rmtree(plan.run_dir)  # the corpus moved on; its LLM answers stay in the cache
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = plan.seed_ids_file.with_suffix(".tmp")
-    tmp.write_text("".join(s + "\n" for s in plan.new_seed_ids))
-    tmp.replace(plan.seed_ids_file)
+    atomic_write_text(plan.seed_ids_file, "".join(s + "\n" for s in plan.new_seed_ids))
 
 
 def commit_version(plan: RefreshPlan, corpus: str, config_hash: str, manifest: dict | None) -> dict:

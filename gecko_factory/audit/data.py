@@ -21,7 +21,7 @@ from gecko_factory.index import IndexInfo, IndexRequest, build_index
 from gecko_factory.paths import gecko_home
 from gecko_factory.plan import RunPlan, plan_run
 from gecko_factory.scifact import DEFAULT_SCIFACT_ZIP
-from gecko_factory.shards import atomic_write_bytes
+from gecko_factory.files import atomic_write_bytes
 
 DEFAULT_SPLIT = "train"
 _SCIFACT_MEMBER = "claims_train.csv"  # how a SciFact CSV zip is told from a BEIR zip

@@ -17,7 +17,6 @@ role the paragraph a query was written from plays in FRet) and nothing else here
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -35,7 +34,8 @@ from gecko_factory.llm.cache import RequestCache
 from gecko_factory.llm.client import LLMClient, LLMError
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import candidates_for, neighbours, with_seed
-from gecko_factory.shards import atomic_write_json
+from gecko_factory.files import atomic_write_json
+from gecko_factory.hashing import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def judge_identity(cfg: FretConfig, judge_mode: str, dataset: RetrievalDataset,
 
 
 def identity_key(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return sha256_hex(json.dumps(identity, sort_keys=True), length=12)
 
 
 def records_path(out: Path, identity: dict) -> Path:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from gecko_factory.paths import gecko_home
-from gecko_factory.shards import atomic_write_bytes
+from gecko_factory.files import atomic_write_bytes
 
 
 def registry_dir() -> Path:

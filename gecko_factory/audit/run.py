@@ -29,7 +29,7 @@ from gecko_factory.corpus_store import open_corpus
 from gecko_factory.evaluate import RetrievalDataset
 from gecko_factory.fusion import FusionConfig, NegativeGuard
 from gecko_factory.llm.settings import LLMSettings
-from gecko_factory.shards import atomic_write_bytes, atomic_write_json
+from gecko_factory.files import atomic_write_bytes, atomic_write_json
 
 # Fusions every audit scores besides the run's own: Gecko's RRF and the seed-keeping rule on it.
 BASELINE_FUSIONS = ("rrf", "rrf+keep_seed")

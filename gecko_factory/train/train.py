@@ -5,9 +5,7 @@ config -> learning rate -> steps (plain or GradCache) -> checkpoint -> the loop 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -19,6 +17,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from gecko_factory.files import atomic_file, atomic_write_text
+from gecko_factory.hashing import sha256_file
 from gecko_factory.train.data import Pairing, Triples, iter_batches, load_triples, shard_files
 from gecko_factory.train.data import steps_per_epoch
 from gecko_factory.train.loss import matryoshka_gecko_loss
@@ -222,9 +222,8 @@ def save_checkpoint(path: Path, model, optimizer, cfg: TrainConfig, step: int, h
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "config": cfg.model_dump(), "step": step, "history": history,
              "rng": _rng_states(device)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+    with atomic_file(path) as fh:  # a crash mid-write leaves the previous checkpoint intact
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path, model, optimizer, device: torch.device) -> tuple[int, dict, dict]:
@@ -329,13 +328,7 @@ def add_eval_to_model_card(out_dir: str | Path, markdown: str) -> None:
     card = Path(out_dir) / "README.md"
     text = card.read_text() if card.exists() else ""
     text = text.split("\n" + EVAL_HEADING + "\n")[0].rstrip("\n")
-    tmp = card.with_name("README.md.tmp")
-    tmp.write_text(f"{text}\n\n{EVAL_HEADING}\n\n{markdown.strip()}\n")
-    os.replace(tmp, card)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    atomic_write_text(card, f"{text}\n\n{EVAL_HEADING}\n\n{markdown.strip()}\n")
 
 
 def write_model_card(out_dir: Path, cfg: TrainConfig, run_dirs: Sequence[str | Path],
@@ -352,7 +345,7 @@ def write_model_card(out_dir: Path, cfg: TrainConfig, run_dirs: Sequence[str | P
              "| run dir | shards | manifest.json sha256 |", "|---|---|---|"]
     for run_dir in run_dirs:
         manifest = Path(run_dir) / "manifest.json"
-        digest = _sha256(manifest) if manifest.exists() else "(no manifest)"
+        digest = sha256_file(manifest) if manifest.exists() else "(no manifest)"
         lines.append(f"| `{Path(run_dir).resolve()}` | {len(shard_files(run_dir))} | `{digest}` |")
     lines += ["", f"Pairing `{cfg.pairing}`; {result.n_train} training and {result.n_val} "
               f"validation examples (split by sha256 of seed_id, {cfg.val_fraction:.0%}).", "",
@@ -365,6 +358,4 @@ def write_model_card(out_dir: Path, cfg: TrainConfig, run_dirs: Sequence[str | P
     lines.append(f"- throughput: {result.examples_per_second:.1f} examples/s")
     if metrics_markdown:
         lines += ["", metrics_markdown]
-    tmp = out_dir / "README.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out_dir / "README.md")
+    atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
