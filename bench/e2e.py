@@ -199,21 +199,18 @@ def main() -> None:
     with ScriptedServer(latency_ms=args.latency_ms) as srv, prefect_test_harness(server_startup_timeout=120):
         os.environ.update(OPENAI_BASE_URL=srv.base_url, GECKO_LLM_MODEL="scripted",
                           GECKO_LLM_CONCURRENCY=str(args.concurrency))
-        from flows.fret import fret_flow
+        from flows.fret import fret_config, fret_flow
+        from gecko_factory.llm.embedded import client_settings
+        from gecko_factory.options import RunOptions
 
-        params = dict(corpus=str(corpus), candidates=args.candidates, shard_size=args.shard_size,
-                      judge_mode=args.judge_mode, cache=args.cache)
+        options = RunOptions(corpus=str(corpus), candidates=args.candidates, shard_size=args.shard_size,
+                             judge_mode=args.judge_mode, cache=args.cache)
         t0 = time.perf_counter()
         # Warm-up outside the timing: plan + index (cached by corpus hash for the timed run).
-        from gecko_factory.config import FretConfig
-        from gecko_factory.corpus import CorpusSpec
-        from gecko_factory.fret import prompt_versions
         from gecko_factory.index import IndexRequest, build_index
         from gecko_factory.plan import plan_run
 
-        cfg = FretConfig(corpus=CorpusSpec(path=str(corpus)), candidates=args.candidates,
-                         shard_size=args.shard_size, judge_mode=args.judge_mode, llm_model="scripted",
-                         prompt_versions=prompt_versions())
+        cfg = fret_config(options, client_settings())  # the flow's own config: it reuses this plan
         plan = plan_run(cfg, run_dir)
         index = build_index(IndexRequest(run_dir / "corpus.parquet", plan.corpus_hash, cfg.encoder,
                                          cfg.index, Path(os.environ["GECKO_HOME"]) / "indexes"))
@@ -227,7 +224,7 @@ def main() -> None:
             from prefect.task_runners import ThreadPoolTaskRunner
 
             flow = fret_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.shards_in_flight))
-        manifest = flow(run_dir=str(run_dir), **params)
+        manifest = flow(run_dir=str(run_dir), options=options)
         flow_s = time.perf_counter() - t0
         flow_calls = srv.calls() - before
         print(f"FRet flow  : {flow_calls:,} calls in {flow_s:.1f}s = {flow_calls / flow_s:,.0f} calls/s", flush=True)

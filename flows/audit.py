@@ -14,6 +14,7 @@ from gecko_factory.audit.auto import FALLBACK, FORMS, choose_judge_mode
 from gecko_factory.audit.report import AuditReport
 from gecko_factory.audit.run import AuditSpec, dataset_of, pending_queries, planned_identity
 from gecko_factory.evaluate import DatasetUnavailable
+from gecko_factory.options import RunOptions
 from tasks.audit_tasks import audit_judge_task, audit_prepare_task, audit_report_task, judge_settings
 from tasks.llm_endpoint import llm_endpoint
 
@@ -23,8 +24,9 @@ def audit_spec(beir: str | None, split: str, limit: int | None, out: str, candid
     """The FRet config of the run being audited comes from the FRet flow's one builder."""
     from flows.fret import fret_config
 
-    settings = judge_settings()
-    fret = fret_config("sample", candidates, judge_mode, "lowest", 0, settings.model, fusion=fusion)
+    # judge_settings names no separate judge: the audit's one model is the run's judge
+    fret = fret_config(RunOptions(candidates=candidates, judge_mode=judge_mode, fusion=fusion),
+                       judge_settings())
     return AuditSpec(beir=beir, split=split, limit=limit, out=out, fret=fret,
                      fusions=list(fusions or []), cache=cache)
 

@@ -1,7 +1,7 @@
 """`gecko-factory audit`: does the judge pick better positives than the retriever it starts from?
 
-Registered on the main CLI app by flows/cli.py (imported at its end). The work is the `audit`
-flow (flows/audit.py); this only parses options and prints the report.
+Registered by flows/cli.py, which this module does not import (see cli_common). The work is the
+`audit` flow (flows/audit.py); this only parses options and prints the report.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from flows.cli import _quiet_prefect, app, console
+from flows.cli_common import console, quiet_prefect
 
 
-@app.command()
 def audit(
     beir: Optional[Path] = typer.Option(None, help="labelled set in BEIR layout, folder or zip (corpus.jsonl, "
                                         "queries.jsonl, qrels/SPLIT.tsv); default: SciFact train from "
@@ -33,7 +32,7 @@ def audit(
 ) -> None:
     """Audit the judge against human labels: precision@1 / MRR of retrieval, QL, RC and each fusion,
     wrong relabels and false negatives as FRet uses it, and the cost per query."""
-    _quiet_prefect()
+    quiet_prefect()
     from flows.audit import audit_flow, auto_judge_mode
     from gecko_factory.evaluate import DatasetUnavailable
 

@@ -1,41 +1,39 @@
 """`gecko-factory refresh` and `gecko-factory versions`: a data set that grows with its corpus.
 
-Registered on the main CLI app by flows/cli.py (imported at its end).
+Plain functions: flows/cli.py registers them; this module does not import it (see cli_common).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli import _quiet_prefect, _server_start_hint, app, console
+from flows.cli_common import console, quiet_prefect, server_start_hint
+from flows.cli_options import options_command
+from gecko_factory.options import RunOptions
 
 
-@app.command()
+# The refresh picks its own seeds (the new and changed paragraphs), so no --seed-ids-file.
+@options_command(exclude={"seed_ids_file"}, help={
+    "corpus": "the corpus as it is now (file, folder, 'sample')",
+    "limit": "at most this many new seeds in this refresh",
+})
 def refresh(
+    options: RunOptions,
     root: Path = typer.Argument(..., help="data-set root (holds versions/v0001, v0002, ...)"),
-    corpus: str = typer.Option("sample", help="the corpus as it is now (file, folder, 'sample')"),
-    limit: Optional[int] = typer.Option(None, help="at most this many new seeds in this refresh"),
-    candidates: int = typer.Option(20, help="N neighbours judged per query (Gecko: 20)"),
-    shard_size: int = typer.Option(256, help="seed paragraphs per shard"),
-    judge_mode: str = typer.Option("two_prompt", help="two_prompt (Gecko: a QL and an RC prompt per candidate) | one_pass (both from one pass: half the calls)"),
-    seed: int = typer.Option(0, help="seed of the sample, task types and negatives"),
     train_after: bool = typer.Option(False, help="train on the new version when it is written"),
 ) -> None:
     """Process only the paragraphs that are new or changed since the last version."""
-    _quiet_prefect()
+    quiet_prefect()
     from flows.refresh import refresh_flow
 
     try:
-        result = refresh_flow(root=str(root), corpus=corpus, limit=limit, candidates=candidates,
-                              shard_size=shard_size, judge_mode=judge_mode, seed=seed,
-                              train_after=train_after)
+        result = refresh_flow(root=str(root), options=options, train_after=train_after)
     except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into a message + exit 1
-        console.print(f"[red]refresh failed:[/red] {exc}{_server_start_hint(exc)}")
+        console.print(f"[red]refresh failed:[/red] {exc}{server_start_hint(exc)}")
         raise typer.Exit(1) from exc
     if result.get("stopped"):
         console.print(f"[yellow]stopped:[/yellow] {result['stopped']}")
@@ -49,7 +47,6 @@ def refresh(
                   f"dropped), {result['llm_calls']:,} LLM calls")
 
 
-@app.command()
 def versions(root: Path = typer.Argument(..., help="data-set root")) -> None:
     """List a data set's versions with their counts and dates."""
     from gecko_factory.versions import list_versions

@@ -1,7 +1,7 @@
 """The FRet flow: plan → index → (LLM endpoint) → one task per shard → manifest.
 
 The flow only sequences tasks and passes paths and small dicts; the data stays on disk. Shards
-run four at a time on Prefect's thread-pool task runner (or on a Dask cluster: `task_runner`),
+run four at a time on Prefect's thread-pool task runner (or on a Dask cluster: `options.task_runner`),
 each fanning its paragraphs out with asyncio on its process's one LLM event loop
 (gecko_factory.llm.runtime); a failed shard does not stop the others, and the run ends Failed
 with the list of failed shards (a rerun on the same folder redoes only those). The run's
@@ -21,13 +21,12 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from gecko_factory.config import FretConfig
-from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
 from gecko_factory.fret import prompt_versions
-from gecko_factory.fusion import FusionConfig, NegativeGuard
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.embedded import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
+from gecko_factory.options import RunOptions
 from tasks.artifacts import ShardProgress, publish_task
 from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_retries, shard_task
 from tasks.llm_endpoint import llm_endpoint
@@ -48,47 +47,29 @@ class ShardsFailed(RuntimeError):
       log_prints=False)
 def fret_flow(
     run_dir: str = "runs/latest",
-    corpus: str = "sample",
-    limit: int | None = None,
-    seed_ids_file: str | None = None,
-    candidates: int = 20,
-    shard_size: int = 256,
-    judge_mode: str = "two_prompt",
-    negative: str = "lowest",
-    seed: int = 0,
+    options: RunOptions = RunOptions(),
     force: bool = False,
-    cache: str = "on",
-    budget_usd: float | None = None,
-    max_tokens: int | None = None,
     train_after: bool = False,
     train_params: dict | None = None,
-    task_runner: str = "threads",
-    fusion: str | None = None,
-    negative_guard: bool = True,
-    audit_beir: str | None = None,
 ) -> dict:
-    """`fusion`: a FusionConfig spec (`rrf`, `rrf+keep_seed`, `wrrf:retrieval=W,ql=W,rc=W`;
-    None: the factory's default); `negative_guard`: keep likely false negatives out of the hard
-    negatives (fusion.NegativeGuard); `judge_mode` "auto": audit the judge forms first
-    (flows/audit.py; on `audit_beir`, default SciFact train) and take the cheapest that ranks
-    within a point of the best.
-    `task_runner`: where shard tasks run — "threads" (this process, four at a time), "dask" (a
-    local cluster of two worker processes) or a Dask scheduler address (tcp://host:port or
-    dask://host:port). Remote workers need the project installed, the same LLM environment
-    variables, and an LLM endpoint they can reach (the embedded server listens on loopback only)."""
+    """`options`: what to make and how (gecko_factory/options.py, the CLI's help texts);
+    `force`: re-plan a run folder made with another config or corpus; `train_after`: train on
+    the run once it is done (the `train` deployment when there is one, with `train_params`).
+    `options.judge_mode` "auto" audits the judge forms first (flows/audit.py; on
+    `options.audit_beir`, default SciFact train) and takes the cheapest that ranks within a point
+    of the best. `options.task_runner` "dask" or a scheduler address runs the shard tasks there:
+    remote workers need the project installed, the same LLM environment variables, and an LLM
+    endpoint they can reach (the embedded server listens on loopback only)."""
     t0 = time.perf_counter()
-    dask_address(task_runner)  # a bad value fails before any work
     settings = client_settings()  # the manifest shows the limits the shards use
-    if judge_mode == "auto":
+    if options.judge_mode == "auto":
         from flows.audit import auto_judge_mode
 
-        judge_mode = auto_judge_mode(candidates, fusion, beir=audit_beir)["mode"]
-    config = fret_config(corpus, candidates, judge_mode, negative, seed, settings.model, limit=limit,
-                         shard_size=shard_size, seed_ids_file=seed_ids_file, fusion=fusion,
-                         negative_guard=negative_guard, judge_model=settings.judge_model)
+        chosen = auto_judge_mode(options.candidates, options.fusion, beir=options.audit_beir)["mode"]
+        options = options.model_copy(update={"judge_mode": chosen})
+    config = fret_config(options, settings)
     with run_lock(Path(run_dir)):  # one writer per run folder
-        manifest = _run(run_dir, config, settings, force, cache, (budget_usd, max_tokens), t0,
-                        task_runner)
+        manifest = _run(run_dir, config, settings, force, options, t0)
     if train_after and not manifest.get("stopped"):
         manifest["training"] = trigger_training(run_dir, train_params or {})
     return manifest
@@ -100,53 +81,22 @@ TRAIN_DEPLOYMENT = "train/train"
 LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
 
 
-def dask_address(spec: str) -> str | None:
-    """None for "threads" and "dask" (a new local cluster), else the scheduler's tcp:// address."""
-    if spec in ("threads", "dask"):
-        return None
-    if spec.startswith("dask://"):
-        return "tcp://" + spec.removeprefix("dask://")
-    if spec.startswith("tcp://"):
-        return spec
-    raise ValueError(f"task_runner {spec!r}: expected threads, dask, tcp://HOST:PORT or dask://HOST:PORT")
-
-
-def shard_runner(spec: str) -> AbstractContextManager[TaskRunner]:
+def shard_runner(options: RunOptions) -> AbstractContextManager[TaskRunner]:
     """The task runner for the shard tasks. Prefect fixes a flow's own runner in its decorator, so
     Dask is a runner entered here for the shards only; plan, index and probe stay in the flow."""
-    if spec == "threads":
+    if options.task_runner == "threads":
         return nullcontext(FlowRunContext.get().task_runner)
     from prefect_dask import DaskTaskRunner
 
-    address = dask_address(spec)
+    address = options.dask_address()
     return DaskTaskRunner(address=address) if address else DaskTaskRunner(cluster_kwargs=LOCAL_CLUSTER)
 
 
-def fret_config(corpus: str, candidates: int, judge_mode: str, negative: str, seed: int,
-                llm_model: str, limit: int | None = None, shard_size: int = 256,
-                seed_ids_file: str | None = None, fusion: str | None = None,
-                negative_guard: bool = True, judge_model: str | None = None) -> FretConfig:
-    """The run's config from flow parameters; the refresh builds its reuse hash with it too, so
-    both always agree on what the recipe is. `fusion` None: FretConfig's default."""
-    choice = {"fusion": FusionConfig.parse(fusion)} if fusion else {}
-    return FretConfig(
-        **choice, negative_guard=NegativeGuard() if negative_guard else None,
-        corpus=CorpusSpec(path=absolute_corpus(corpus)),  # `resume` may run from another folder
-        limit=limit, candidates=candidates, shard_size=shard_size, judge_mode=judge_mode,
-        negative=negative, seed=seed, llm_model=llm_model,
-        judge_model=judge_model if judge_model and judge_model != llm_model else "",
-        seed_ids_file=str(Path(seed_ids_file).resolve()) if seed_ids_file else None,
-        prompt_versions=prompt_versions(),
-    )
-
-
-def absolute_corpus(corpus: str) -> str:
-    """Paths become absolute; the named corpora (`sample`, `scifact[:ZIP]`) keep their name."""
-    if corpus == SAMPLE or corpus == SCIFACT:
-        return corpus
-    if corpus.startswith(SCIFACT + ":"):
-        return f"{SCIFACT}:{Path(corpus.partition(':')[2]).resolve()}"
-    return str(Path(corpus).resolve())
+def fret_config(options: RunOptions, settings: LLMSettings) -> FretConfig:
+    """The run's recipe: its options, the models the LLM settings name, the prompts' versions.
+    The refresh builds its reuse hash and the audit its judge with it too, so all three always
+    agree on what the recipe is."""
+    return FretConfig.from_options(options, settings.model, settings.judge_model, prompt_versions())
 
 
 def trigger_training(run_dir: str, train_params: dict) -> dict:
@@ -173,8 +123,8 @@ def trigger_training(run_dir: str, train_params: dict) -> dict:
     return {"mode": "deployment", "flow_run_id": str(flow_run.id)}
 
 
-def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, cache: str,
-         limits: tuple[float | None, int | None], t0: float, task_runner: str) -> dict:
+def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, options: RunOptions,
+         t0: float) -> dict:
     logger = get_run_logger()
     judge_mode = config.judge_mode
     invocation = uuid.uuid4().hex
@@ -185,13 +135,13 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, c
         # goes down mid-run is waited for (`shard_retries`), since shards are then half done.
         mode = probe_task(base_url, judge_mode)
         progress = ShardProgress(run_dir, plan["shards"])
-        with shard_runner(task_runner) as runner:
+        with shard_runner(options) as runner:
             futures = {
                 runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}",
                                                       **shard_retries(settings)), parameters=dict(
                     run_dir=run_dir, shard=shard, base_url=base_url, index_path=index["path"],
-                    judge_mode=mode, cache=cache, invocation=invocation, budget_usd=limits[0],
-                    max_tokens=limits[1])): shard
+                    judge_mode=mode, cache=options.cache, invocation=invocation,
+                    budget_usd=options.budget_usd, max_tokens=options.max_tokens)): shard
                 for shard in range(plan["shards"])
             }
             for future in as_completed(list(futures)):

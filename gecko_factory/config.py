@@ -2,18 +2,23 @@
 
 Only what shapes the output goes into the hash: the LLM model name and the prompt versions do,
 the base URL, the API key, concurrency and timeouts do not (they change how fast, not what).
+A run's options (options.py: the CLI's and the flows') become a FretConfig in one place,
+`FretConfig.from_options`, and a recorded config gives them back (`run_options`, for `resume`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from copy import copy
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from gecko_factory.corpus import CorpusSpec
+from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
 from gecko_factory.fusion import FusionConfig, NegativeGuard
+from gecko_factory.options import JudgeForm, RunOptions
 
 # Gecko samples the task type uniformly from a list; these follow its appendix.
 TASK_TYPES = (
@@ -34,22 +39,23 @@ class IndexConfig(BaseModel):
     ef_search: int = Field(default=128, ge=10, description="raised to N if smaller")
 
 
+def run_option(name: str) -> Any:
+    """The field as RunOptions declares it (default, bounds, help): an option FretConfig keeps as
+    given has its default written once, in options.py."""
+    return copy(RunOptions.model_fields[name])
+
+
 class FretConfig(BaseModel):
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
-    limit: int | None = Field(default=None, ge=1, description="number of seed paragraphs (None: all)")
-    seed_ids_file: str | None = Field(
-        default=None, description="seeds only from the paragraph ids in this file, one per line "
-        "(an incremental refresh passes the new and changed paragraphs)")
-    seed: int = Field(default=0, description="seed of the seed sample, task types and negatives")
-    shard_size: int = Field(default=256, ge=1, description="seed paragraphs per shard")
-    candidates: int = Field(default=20, ge=2, description="N: neighbours judged per query (Gecko: 20)")
+    limit: int | None = run_option("limit")
+    seed_ids_file: str | None = run_option("seed_ids_file")  # an incremental refresh's new paragraphs
+    seed: int = run_option("seed")
+    shard_size: int = run_option("shard_size")
+    candidates: int = run_option("candidates")
     task_types: tuple[str, ...] = TASK_TYPES
-    synth_temperature: float = Field(default=0.7, ge=0, le=2)
+    synth_temperature: float = run_option("synth_temperature")
     synth_max_tokens: int = Field(default=160, ge=16)
-    # Two-prompt (Gecko's form) by default: the one-pass form costs half the judge calls and
-    # tokens, but with the embedded 0.5B judge it picks Gecko's positive in too few examples to
-    # stand in for it (BENCHMARKS.md, judge_cost). With a strong judge, measure and pick one_pass.
-    judge_mode: Literal["one_pass", "two_prompt"] = "two_prompt"
+    judge_mode: JudgeForm = run_option("judge_mode")  # "auto" is resolved before the config
     judge_passage_chars: int = Field(
         default=1200, ge=100, description="passages are cut to this many chars for the judge"
     )
@@ -58,7 +64,7 @@ class FretConfig(BaseModel):
     # QL and relabelled to wrong positives; keep_seed relabels only when QL and RC agree on a
     # candidate and the judge answers Yes for it (no fitted threshold).
     fusion: FusionConfig = Field(default_factory=lambda: FusionConfig(keep_seed=True))
-    negative: Literal["lowest", "random"] = "lowest"
+    negative: Literal["lowest", "random"] = run_option("negative")
     # Candidates that may not be the hard negative (likely false negatives); None: Gecko's rule.
     negative_guard: NegativeGuard | None = Field(default_factory=NegativeGuard)
     encoder: str = Field(default="all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' or a local folder")
@@ -75,3 +81,45 @@ class FretConfig(BaseModel):
         payload = self.model_dump(mode="json", exclude={"limit", "shard_size", "seed_ids_file"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    @classmethod
+    def from_options(cls, options: RunOptions, llm_model: str, judge_model: str | None,
+                     prompt_versions: dict[str, str]) -> FretConfig:
+        """The recipe of a run asked for with `options` (judge_mode already resolved, not "auto"),
+        written by `llm_model` and judged by `judge_model` (None or the same: one model)."""
+        if options.judge_mode == "auto":
+            raise ValueError("judge_mode auto is resolved by an audit before the config is made")
+        choice = {"fusion": FusionConfig.parse(options.fusion)} if options.fusion else {}
+        return cls(
+            **options.model_dump(include=_KEPT_AS_GIVEN), **choice,
+            corpus=CorpusSpec(path=absolute_corpus(options.corpus)),  # `resume` may run elsewhere
+            seed_ids_file=str(Path(options.seed_ids_file).resolve()) if options.seed_ids_file else None,
+            judge_mode=options.judge_mode,
+            negative_guard=NegativeGuard() if options.negative_guard else None,
+            llm_model=llm_model,
+            judge_model=judge_model if judge_model and judge_model != llm_model else "",
+            prompt_versions=prompt_versions,
+        )
+
+    def run_options(self, **overrides: Any) -> RunOptions:
+        """The options this recipe was made from (what `resume` reruns with), and `overrides`
+        (those that do not shape the output: cache, budget, task runner)."""
+        return RunOptions(**self.model_dump(include=_KEPT_AS_GIVEN), corpus=self.corpus.path,
+                          seed_ids_file=self.seed_ids_file, judge_mode=self.judge_mode,
+                          fusion=self.fusion.spec(), negative_guard=self.negative_guard is not None,
+                          **overrides)
+
+
+# The options FretConfig keeps under the same name and in the same form; the others are
+# converted by from_options / run_options.
+_KEPT_AS_GIVEN = (set(RunOptions.model_fields) & set(FretConfig.model_fields)) - {
+    "corpus", "seed_ids_file", "judge_mode", "fusion", "negative_guard"}
+
+
+def absolute_corpus(corpus: str) -> str:
+    """Paths become absolute; the named corpora (`sample`, `scifact[:ZIP]`) keep their name."""
+    if corpus == SAMPLE or corpus == SCIFACT:
+        return corpus
+    if corpus.startswith(SCIFACT + ":"):
+        return f"{SCIFACT}:{Path(corpus.partition(':')[2]).resolve()}"
+    return str(Path(corpus).resolve())

@@ -103,8 +103,8 @@ def test_deploy_then_a_worker_runs_the_refresh(server, tmp_path, llm_env, wiki_s
                               cwd=REPO, env=worker_env, stdout=worker_log.open("wb"),
                               stderr=subprocess.STDOUT)
     try:
-        params = {"root": str(root), "corpus": str(corpus), "limit": None, "candidates": 4,
-                  "shard_size": 8, "train_params": {"max_steps": 2}}
+        params = {"root": str(root), "train_params": {"max_steps": 2},
+                  "options": {"corpus": str(corpus), "limit": None, "candidates": 4, "shard_size": 8}}
         run = subprocess.run([PREFECT, "deployment", "run", "fret-refresh/fret-refresh",
                               "--params", json.dumps(params)], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=60)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from gecko_factory.options import RunOptions
 from tasks.artifacts import CARD_KEY, PROGRESS_KEY, SHARDS_KEY
 
 KEY = "sk-artifacts-0123456789ABCDEFGHIJKLMNOPQRSTUV"
@@ -23,8 +24,8 @@ def artifact_run(tmp_path_factory, wiki_sample, scripted_server, prefect_harness
     os.environ.update(OPENAI_BASE_URL=scripted_server.base_url, GECKO_LLM_MODEL="scripted",
                       OPENAI_API_KEY=KEY)
     try:
-        state = fret_flow(run_dir=str(run_dir), corpus=str(corpus), candidates=4, shard_size=8,
-                          return_state=True)
+        state = fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=str(corpus), candidates=4,
+                                                                   shard_size=8), return_state=True)
     finally:
         for k in ("OPENAI_BASE_URL", "GECKO_LLM_MODEL", "OPENAI_API_KEY"):
             os.environ.pop(k)
@@ -76,10 +77,15 @@ def test_card_and_progress(artifact_run):
 
 
 def test_bad_task_runner_fails_before_any_work(tmp_path, prefect_harness):
+    from prefect.exceptions import ParameterTypeError
+
     from flows.fret import fret_flow
 
     with pytest.raises(ValueError, match="expected threads, dask"):
-        fret_flow(run_dir=str(tmp_path / "run"), task_runner="ray")
+        fret_flow(run_dir=str(tmp_path / "run"), options=RunOptions(task_runner="ray"))
+    # as a deployment passes it: Prefect validates the dict against the model before the run
+    with pytest.raises(ParameterTypeError, match="expected threads, dask"):
+        fret_flow(run_dir=str(tmp_path / "run"), options={"task_runner": "ray"})
     assert not (tmp_path / "run").exists()
 
 
@@ -103,8 +109,8 @@ def test_a_failed_run_still_publishes_with_the_failed_shard(artifact_run, script
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
     plan = json.loads((run_dir / "plan.json").read_text())
-    state = fret_flow(run_dir=str(tmp_path / "failing"), corpus=plan["config"]["corpus"]["path"],
-                      candidates=4, shard_size=8, return_state=True)
+    state = fret_flow(run_dir=str(tmp_path / "failing"), options=RunOptions(
+        corpus=plan["config"]["corpus"]["path"], candidates=4, shard_size=8), return_state=True)
     assert state.is_failed()
     artifacts = artifacts_of(state.state_details.flow_run_id)
     progress = artifacts[PROGRESS_KEY]

@@ -9,6 +9,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from gecko_factory.options import RunOptions
 from gecko_factory.testing.labelled_set import TRUTH, make_beir
 
 
@@ -100,8 +101,8 @@ def test_a_run_card_shows_the_audit_of_its_judge(flow_audit, wiki_sample):
     root, _, _ = flow_audit
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in wiki_sample[:12]))
-    manifest = fret_flow(run_dir=str(root / "run"), corpus=str(corpus), limit=6, candidates=2,
-                         shard_size=6, judge_mode="two_prompt")
+    manifest = fret_flow(run_dir=str(root / "run"), options=RunOptions(
+        corpus=str(corpus), limit=6, candidates=2, shard_size=6, judge_mode="two_prompt"))
     assert manifest["accounting_ok"]
     _, card = run_card(root / "run")
     assert "## Judge audit" in card and "| retrieval order | 0.600 (6/10) |" in card

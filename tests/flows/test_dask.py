@@ -9,6 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from gecko_factory.options import RunOptions
+
 SHARDS = 4
 
 
@@ -35,14 +37,15 @@ def test_threads_and_a_two_process_cluster_give_the_same_data_set(tmp_path, corp
     params = dict(corpus=corpus, candidates=4, shard_size=24 // SHARDS)
 
     before = scripted_server.calls()
-    threads = fret_flow(run_dir=str(tmp_path / "threads"), **params)
+    threads = fret_flow(run_dir=str(tmp_path / "threads"), options=RunOptions(**params))
     calls_threads = scripted_server.calls() - before
 
     with LocalCluster(**LOCAL_CLUSTER) as cluster, Client(cluster) as client:
         worker_pids = client.run(os.getpid)  # {worker address: pid}
         before = scripted_server.calls()
         with get_task_stream(client) as stream:
-            dask = fret_flow(run_dir=str(tmp_path / "dask"), task_runner=cluster.scheduler_address, **params)
+            dask = fret_flow(run_dir=str(tmp_path / "dask"),
+                             options=RunOptions(task_runner=cluster.scheduler_address, **params))
         calls_dask = scripted_server.calls() - before
     # every shard ran in a worker process, none in this one, and each did its own LLM work
     # (separate run folders: separate request caches)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from gecko_factory.corpus import Paragraph
 from gecko_factory.fusion import FusionConfig, NegativeGuard, Scored, choose_positive, fuse, guard_reason, rank_desc
 from gecko_factory.judge import judge_passage, one_pass_prompt, query_span
+from gecko_factory.options import RunOptions
 from gecko_factory.schemas import FRET_SCHEMA
 from gecko_factory.testing import scripted_server as scripted
 from gecko_factory.testing.launch import free_port
@@ -43,8 +44,9 @@ def finished_run(tmp_path_factory, flow_corpus, scripted_server, prefect_harness
                       OPENAI_API_KEY=KEY)
     try:
         before = scripted_server.calls()
-        manifest = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16,
-                             judge_mode="one_pass")  # the scores below are checked for one-pass
+        manifest = fret_flow(run_dir=str(run_dir), options=RunOptions(
+            corpus=flow_corpus, candidates=8, shard_size=16,
+            judge_mode="one_pass"))  # the scores below are checked for one-pass
         after = scripted_server.calls()
     finally:
         for k in ("OPENAI_BASE_URL", "GECKO_LLM_MODEL", "OPENAI_API_KEY"):
@@ -116,7 +118,8 @@ def test_rerun_reuses_every_shard_without_llm_calls(finished_run, flow_corpus, s
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
     before = scripted_server.calls()
-    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16, judge_mode="one_pass")
+    again = fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=flow_corpus, candidates=8, shard_size=16,
+                                                             judge_mode="one_pass"))
     # only the probe: one completions call; no synthesis, no judging
     assert scripted_server.calls() - before == 1
     assert again["counts"] == first["counts"]
@@ -173,7 +176,8 @@ def test_a_lost_shard_is_redone_from_the_cache_identically(finished_run, flow_co
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
     before = scripted_server.calls()
-    again = fret_flow(run_dir=str(run_dir), corpus=flow_corpus, candidates=8, shard_size=16, judge_mode="one_pass")
+    again = fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=flow_corpus, candidates=8, shard_size=16,
+                                                             judge_mode="one_pass"))
     assert scripted_server.calls() - before == 1  # the probe only
     assert pl.read_parquet(lost).sort("example_id").equals(before_rows)
     shard_stats = json.loads((run_dir / "stats.json").read_text())["shards"][1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from gecko_factory.options import RunOptions
 from gecko_factory.testing.launch import ScriptedServer
 
 
@@ -14,8 +15,8 @@ def _rows(run_dir) -> pl.DataFrame:
 def test_default_judge_is_two_prompt_at_1_plus_2n_calls(tmp_path, small_corpus, prefect_harness, llm_env):
     from flows.fret import fret_flow
 
-    m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=6, candidates=4,
-                  shard_size=6)  # no judge_mode: the default
+    m = fret_flow(run_dir=str(tmp_path / "run"), options=RunOptions(
+        corpus=small_corpus, limit=6, candidates=4, shard_size=6))  # no judge_mode: the default
     assert m["judge_mode"] == ["two_prompt"] and m["counts"]["examples"] == 6
     assert m["llm_usage"]["calls"] == 6 * (1 + 2 * 4)
     df = _rows(tmp_path / "run")
@@ -30,8 +31,8 @@ def test_server_without_prompt_logprobs_runs_rc_only_and_says_so(tmp_path, small
     with ScriptedServer(prompt_logprobs=False) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
-        m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=6, candidates=4,
-                      shard_size=6)
+        m = fret_flow(run_dir=str(tmp_path / "run"), options=RunOptions(
+            corpus=small_corpus, limit=6, candidates=4, shard_size=6))
     assert m["judge_mode"] == ["rc_only"] and m["judge_mode_used"] == "rc_only"
     assert "RC-only" in caplog.text
     df = _rows(tmp_path / "run")
@@ -50,7 +51,8 @@ def test_rc_only_shards_are_redone_when_the_server_gives_log_probs(tmp_path, sma
 
     run_dir = tmp_path / "run"
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
-    params = dict(run_dir=str(run_dir), corpus=small_corpus, limit=8, candidates=3, shard_size=4)
+    params = dict(run_dir=str(run_dir), options=RunOptions(corpus=small_corpus, limit=8, candidates=3,
+                                                            shard_size=4))
     with ScriptedServer(prompt_logprobs=False) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         first = fret_flow(**params)
@@ -76,7 +78,8 @@ def test_a_judge_model_apart_from_the_writer(tmp_path, small_corpus, prefect_har
 
     monkeypatch.setenv("GECKO_LLM_JUDGE_MODEL", "scripted-judge")
     before = llm_env.stats()
-    m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=4, candidates=3, shard_size=4)
+    m = fret_flow(run_dir=str(tmp_path / "run"),
+                  options=RunOptions(corpus=small_corpus, limit=4, candidates=3, shard_size=4))
     assert m["counts"]["examples"] == 4
     asked = {k: v - before.get(k, 0) for k, v in llm_env.stats().items() if ":" in k}
     # 4 syntheses by the writer; 4 x 3 QL completions and 4 x 3 RC chats by the judge (+ the probe)

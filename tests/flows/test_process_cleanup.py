@@ -166,13 +166,13 @@ def test_server_start_timeout_is_generous_unless_the_user_set_one(tmp_path, monk
     import prefect.context
     from prefect.settings import Settings
 
-    from flows.cli import SERVER_START_DEFAULT_S, _default_server_start_timeout
+    from flows.cli_common import SERVER_START_DEFAULT_S, default_server_start_timeout
 
     for name in (SETTING, "PREFECT_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     monkeypatch.setenv("PREFECT_PROFILES_PATH", str(tmp_path / "profiles.toml"))
-    _default_server_start_timeout()
+    default_server_start_timeout()
     assert os.environ[SETTING] == str(SERVER_START_DEFAULT_S)
     assert SERVER_START_DEFAULT_S > 20  # Prefect's own default
     # what SubprocessASGIServer.start reads outside any settings context
@@ -180,13 +180,13 @@ def test_server_start_timeout_is_generous_unless_the_user_set_one(tmp_path, monk
     assert ephemeral.startup_timeout_seconds == SERVER_START_DEFAULT_S
 
     monkeypatch.setenv(SETTING, "45")
-    _default_server_start_timeout()
+    default_server_start_timeout()
     assert os.environ[SETTING] == "45"
 
     # `prefect config set` writes the active profile: that is the user's choice too
     monkeypatch.delenv(SETTING)
     (tmp_path / "profiles.toml").write_text(f'active = "mine"\n[profiles.mine]\n{SETTING} = 33\n')
-    _default_server_start_timeout()
+    default_server_start_timeout()
     assert SETTING not in os.environ and Settings().server.ephemeral.startup_timeout_seconds == 33
 
 

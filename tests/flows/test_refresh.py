@@ -7,6 +7,7 @@ import json
 import polars as pl
 import pytest
 
+from gecko_factory.options import RunOptions
 from gecko_factory.train.data import load_triples
 from gecko_factory.versions import list_versions, read_version, version_shards
 
@@ -23,7 +24,8 @@ def refresh(root, corpus, server) -> tuple[dict, dict]:
     from flows.refresh import refresh_flow
 
     before = server.stats()
-    result = refresh_flow(root=str(root), corpus=corpus, candidates=N, shard_size=8, judge_mode="one_pass")
+    result = refresh_flow(root=str(root), options=RunOptions(corpus=corpus, candidates=N, shard_size=8,
+                                                              judge_mode="one_pass"))
     after = server.stats()
     return result, {k: after.get(k, 0) - before.get(k, 0) for k in ("chat", "completions")}
 

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from gecko_factory.options import RunOptions
 from gecko_factory.testing.launch import ScriptedServer
 
 KEY = "sk-test-SECRETSECRETSECRETSECRET0123456789"
@@ -62,7 +63,7 @@ def reference(tmp_path_factory, corpus, prefect_harness):
     with ScriptedServer() as server:
         os.environ.update(OPENAI_BASE_URL=server.base_url, GECKO_LLM_MODEL="scripted")
         try:
-            fret_flow(run_dir=str(run_dir), corpus=corpus, candidates=5, shard_size=4)
+            fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=corpus, candidates=5, shard_size=4))
         finally:
             os.environ.pop("OPENAI_BASE_URL"), os.environ.pop("GECKO_LLM_MODEL")
         calls = server.calls() - 1  # less the probe
@@ -78,7 +79,7 @@ def test_faults_at_30_percent(tmp_path, corpus, reference, prefect_harness, monk
         for k, v in _env(server, GECKO_LLM_TIMEOUT_S="0.5", GECKO_LLM_BACKOFF_S="0.01",
                          GECKO_LLM_MAX_RETRIES="6").items():
             monkeypatch.setenv(k, v)
-        m = fret_flow(run_dir=str(run_dir), corpus=corpus, candidates=5, shard_size=4)
+        m = fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=corpus, candidates=5, shard_size=4))
         stats = server.stats()
     faults = {k: v for k, v in stats.items() if k.startswith("fault_")}
     print(f"\nfaults injected: {faults}; synthesis answers invalid twice: {stats['bad_synthesis_twice']}")
@@ -232,12 +233,12 @@ def test_a_failing_shard_does_not_stop_the_others(tmp_path, corpus, reference, p
             monkeypatch.setenv(k, v)
         monkeypatch.setattr(fret, "mine", mine_with_a_bug)
         with pytest.raises(ShardsFailed, match=r"1 of 8 shards failed: \[1\]"):
-            fret_flow(run_dir=str(run_dir), corpus=corpus, candidates=5, shard_size=4)
+            fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=corpus, candidates=5, shard_size=4))
         status = CliRunner().invoke(app, ["status", str(run_dir)])
         assert "00001 │ failed" in status.output and "injected bug in shard 1" in status.output
         assert "7 done, 1 failed, 0 pending" in status.output
         assert manifest(run_dir)["failed_shards"].keys() == {"1"}
         monkeypatch.setattr(fret, "mine", real_mine)
-        fret_flow(run_dir=str(run_dir), corpus=corpus, candidates=5, shard_size=4)
+        fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=corpus, candidates=5, shard_size=4))
     assert dataset(run_dir).equals(ref)
     assert not (run_dir / "shards" / "part-00001.failed.json").exists()

