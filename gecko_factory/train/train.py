@@ -21,8 +21,8 @@ from gecko_factory.files import atomic_file, atomic_write_text
 from gecko_factory.hashing import sha256_file
 from gecko_factory.train.data import Pairing, Triples, iter_batches, load_triples, shard_files
 from gecko_factory.train.data import steps_per_epoch
-from gecko_factory.train.loss import matryoshka_gecko_loss
-from gecko_factory.train.model import DEFAULT_TASK, DualEncoder, default_dims, default_prompts
+from gecko_factory.train.model import (DEFAULT_TASK, DualEncoder, default_dims, default_prompts,
+                                       matryoshka_gecko_loss)
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
-"""Gecko's loss against numbers worked out by hand."""
+"""The model module: Gecko's loss against numbers worked out by hand, and the one embedding (mean
+pool + normalise) that embed, evaluate and training share."""
 
 import math
 
 import torch
 
-from gecko_factory.train.loss import gecko_loss, matryoshka_gecko_loss, truncate
+from gecko_factory.train.model import gecko_loss, matryoshka_gecko_loss, truncate
 
 
 def _unit(*xs):
@@ -57,3 +58,36 @@ def test_lr_schedule_reaches_its_peak_on_a_short_run():
     assert lrs[0] == 1e-4 / 5 and lrs[-1] > 0 and lrs == sorted(lrs[:5]) + lrs[5:]
     long = [get_lr(s, cfg, total_steps=1000) for s in (0, 99, 101, 999)]
     assert long[:2] == [1e-6, 1e-4] and long[2] < 1e-4 and long[3] > 0  # 100 steps of 1000 kept
+
+
+TEXTS = ["what is known about glacier melt?",
+         "A paragraph about bee colonies and their queens, which is longer.", "x", ""]
+
+
+def _reference(backbone, batch) -> torch.Tensor:
+    """The pooling embed.py and evaluate.py each wrote out before issue 13."""
+    hidden = backbone(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+def test_embed_evaluate_and_training_share_one_embedding():
+    import numpy as np
+
+    from gecko_factory.embed import Encoder
+    from gecko_factory.evaluate import encode_texts
+
+    enc = Encoder.load()
+    factory = enc.encode(TEXTS, batch_size=2)
+    evaluation = encode_texts(enc.dual, TEXTS, batch_size=2)
+    with torch.inference_mode():
+        batch = enc.tokenizer(TEXTS, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        trained = enc.dual.encode_query(batch).numpy()
+        reference = _reference(enc.model, batch).numpy()
+    # Padding differs between the three batchings, so agreement is to float noise; each path was
+    # bit-identical to its own pre-issue-13 code when this test was written.
+    for got in (factory, evaluation, trained):
+        np.testing.assert_allclose(got, reference, atol=1e-6)
+    # all-MiniLM-L6-v2's first coordinates of the first text, computed with the old embed.py
+    np.testing.assert_allclose(factory[0, :3], [-0.12074787, 0.02010982, 0.08271138], atol=1e-6)
