@@ -60,35 +60,39 @@ def yes_logprob(top: dict[str, float]) -> float:
     return min(top.values(), default=YES_FLOOR) if top else YES_FLOOR
 
 
+def ql_prompt(passage: str, query: str) -> str:
+    """The query-likelihood prompt: the passage, then the query, whose tokens QL sums.
+
+    It ends with the newline after the query, and QL counts it (the query ends there): BPE
+    merges a query's final punctuation with a following newline (".\n" is one Qwen token), so a
+    QL prompt that stopped at the query would tokenise differently from the same text inside the
+    one-pass prompt (QL differed by up to 1.2 nats)."""
+    return load_template(TEMPLATE).render("query_likelihood", passage=passage, query=query) + "\n"
+
+
 def one_pass_prompt(passage: str, query: str) -> tuple[str, str]:
     """(QL prompt, one-pass prompt). The one-pass prompt IS the QL prompt with the yes/no question
     appended: a causal LM's log-probs of the query tokens do not depend on what follows them, so
-    its QL is the two-prompt form's QL exactly, and RC is read off the same forward pass.
-
-    The QL prompt ends with the newline after the query, and QL counts it (the query ends
-    there): BPE merges a query's final punctuation with a following newline (".\n" is one Qwen
-    token), so a QL prompt that stopped at the query would tokenise differently from the same
-    text inside the one-pass prompt (QL differed by up to 1.2 nats)."""
-    tpl = load_template(TEMPLATE)
-    ql_prompt = tpl.render("query_likelihood", passage=passage, query=query) + "\n"
-    return ql_prompt, ql_prompt + tpl.sections["one_pass_question"]
+    its QL is the two-prompt form's QL exactly, and RC is read off the same forward pass."""
+    ql = ql_prompt(passage, query)
+    return ql, ql + load_template(TEMPLATE).sections["one_pass_question"]
 
 
 def query_span(ql_prompt: str, query: str) -> tuple[int, int]:
-    """Character span QL sums over: the query and its end of line (see `one_pass_prompt`)."""
+    """Character span QL sums over: the query and its end of line (see `ql_prompt`)."""
     return len(ql_prompt) - len(query) - 1, len(ql_prompt)
 
 
 async def _one_pass(client: LLMClient, query: str, passage: str) -> tuple[float, float]:
-    ql_prompt, prompt = one_pass_prompt(passage, query)
+    ql_part, prompt = one_pass_prompt(passage, query)
     scores = await client.prompt_logprobs(prompt)
-    ql = scores.span(*query_span(ql_prompt, query))
+    ql = scores.span(*query_span(ql_part, query))
     rc = scores.span(len(prompt) - len("Yes"), len(prompt))
     return ql, rc
 
 
 async def _query_likelihood(client: LLMClient, query: str, passage: str) -> float:
-    prompt = one_pass_prompt(passage, query)[0]
+    prompt = ql_prompt(passage, query)
     scores = await client.prompt_logprobs(prompt)
     return scores.span(*query_span(prompt, query))
 

@@ -1,6 +1,7 @@
 """Synthesis stage: for each seed paragraph the LLM writes a task description and a query.
 
-Entry point: `synthesize(client, paragraphs, config) -> SynthesisResult`. The task type is drawn
+Entry point: `synthesize_one(client, paragraph, config, result)`, which a FRet shard calls per seed
+(`synthesize` runs it over a list, for bench/e2e.py and bench/distilabel.py). The task type is drawn
 uniformly from `config.task_types` (Gecko found uniform sampling best), by a hash of the seed so
 that a rerun draws the same. Output is validated; an invalid answer is retried once with another
 sampling seed, then counted as a skip — never a crash of the shard. A request the server

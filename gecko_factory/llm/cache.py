@@ -102,11 +102,6 @@ class RequestCache:
             except sqlite3.Error as exc:  # disk full, locked too long: keep them, try again
                 log.error("LLM cache %s: could not write %d answers: %s", self.path, len(self._pending), exc)
 
-    def count(self) -> int:
-        with self._lock:
-            self._flush_locked()
-            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-
     def close(self) -> None:
         with self._lock:
             if self._db is None:

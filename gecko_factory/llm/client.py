@@ -67,10 +67,6 @@ class Usage:
     failed_calls: int = 0
     cache_hits: int = 0
 
-    def add(self, other: "Usage") -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
