@@ -1,14 +1,42 @@
-"""Shared fixtures: one Prefect test harness per session, the scripted LLM server, small corpora."""
+"""Shared fixtures: one Prefect test harness per session, the scripted LLM server, small corpora.
+
+Markers say what a test needs (registered in pyproject.toml); `make test-fast` deselects every
+heavy one. They are applied here from what a test declares, so a new test is marked by the
+fixtures it asks for: the fixture is where the need is.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# A fixture -> the marker its users need (fixture closures count: a module fixture that runs a
+# flow under the harness marks every test that uses it).
+FIXTURE_NEEDS = {
+    "prefect_harness": "prefect",
+    "prefect_server": "prefect_server",
+}
+# Needs no fixture declares, by test module (tests/flows is another owner's: these move to a
+# `pytestmark` line in the module when it is next edited). Seconds are on 2 busy CPU cores.
+MODULE_NEEDS = {
+    "test_dask.py": ["dask"],  # builds a 2-process LocalCluster inside the test
+    "test_ui_browser.py": ["browser"],  # drives /usr/bin/chromium through playwright
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in FIXTURE_NEEDS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(marker)
+        for marker in MODULE_NEEDS.get(Path(str(item.fspath)).name, []):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.model  # loads all-MiniLM-L6-v2 (and sentence-transformers)
+
 
 @pytest.fixture(scope="module")
 def encoder():

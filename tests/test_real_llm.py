@@ -9,7 +9,7 @@ import random
 import polars as pl
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.llm
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is built by `make setup`")
 

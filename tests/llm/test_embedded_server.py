@@ -1,6 +1,6 @@
 """End-to-end checks of the embedded llama.cpp server through the real `openai` client.
 
-Slow (real 0.5B model on CPU, about a minute on 2 cores): `pytest -m slow`.
+Needs the real 0.5B model on CPU (about a minute on 2 cores): `pytest -m llm`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.llm
 
 EIFFEL = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "

@@ -3,6 +3,7 @@ pool + normalise) that embed, evaluate and training share."""
 
 import math
 
+import pytest
 import torch
 
 from gecko_factory.train.model import gecko_loss, matryoshka_gecko_loss, truncate
@@ -72,6 +73,7 @@ def _reference(backbone, batch) -> torch.Tensor:
     return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
+@pytest.mark.model
 def test_embed_evaluate_and_training_share_one_embedding():
     import numpy as np
 

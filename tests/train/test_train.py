@@ -17,6 +17,8 @@ from gecko_factory.train.data import load_triples
 from gecko_factory.train.model import DualEncoder
 from gecko_factory.train.train import TrainConfig, grad_cache_step, plain_step, train
 
+pytestmark = pytest.mark.model  # trains a tiny BERT (and loads sentence-transformers)
+
 TOPICS = ["protein folding", "volcanic ash", "neural networks", "coffee roasting",
           "glacier melt", "bee colonies", "solar panels", "tidal energy",
           "medieval castles", "jazz harmony", "tax policy", "deep sea fish"]
