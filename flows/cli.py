@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from flows.cli_common import console, quiet_prefect, require_run, server_start_h
 from flows.cli_options import options_command
 from flows.cli_versions import refresh, versions
 from gecko_factory.options import RunOptions
+
+if TYPE_CHECKING:
+    from gecko_factory.manifest import Manifest
 
 
 class _Program(typer.Typer):
@@ -96,9 +99,12 @@ def run(
         raise typer.Exit(1)
     stop.set()
     watcher.join()
-    _print_summary(manifest, out)
-    if manifest.get("stopped"):
-        console.print(f"[yellow]stopped:[/yellow] {manifest['stopped']} (gecko-factory resume {out})")
+    from gecko_factory.manifest import Manifest
+
+    summary = Manifest.model_validate(manifest)
+    _print_summary(summary, out)
+    if summary.stopped:
+        console.print(f"[yellow]stopped:[/yellow] {summary.stopped} (gecko-factory resume {out})")
         raise typer.Exit(3)  # incomplete but clean: distinct from a failure (1)
 
 
@@ -185,26 +191,25 @@ def eval_cmd(
     Console().print(report.to_markdown(), markup=False)
 
 
-def _print_summary(m: dict, out: Path) -> None:
-    c, u = m["counts"], m["llm_usage"]
+def _print_summary(m: Manifest, out: Path) -> None:
+    c, u = m.counts, m.llm_usage
     table = Table(title=f"FRet run {out}", show_header=False)
-    table.add_row("examples written", f"{c['examples']:,} of {c['seeds']:,} seeds")
-    rate = c.get("relabel_rate")
-    table.add_row("relabel rate (positive ≠ seed)", "n/a" if rate is None else f"{rate:.1%}")
-    table.add_row("skipped", ", ".join(f"{k}={v}" for k, v in c["skipped"].items()) or "none")
-    if c.get("pending_seeds"):
-        table.add_row("pending (shards not done)", f"{c['pending_seeds']:,} seeds")
+    table.add_row("examples written", f"{c.examples:,} of {c.seeds:,} seeds")
+    table.add_row("relabel rate (positive ≠ seed)", "n/a" if c.relabel_rate is None else f"{c.relabel_rate:.1%}")
+    table.add_row("skipped", ", ".join(f"{k}={v}" for k, v in c.skipped.items()) or "none")
+    if c.pending_seeds:
+        table.add_row("pending (shards not done)", f"{c.pending_seeds:,} seeds")
     table.add_row("LLM calls", f"{u['calls']:,} ({u['prompt_tokens']:,} prompt + "
                                f"{u['completion_tokens']:,} completion tokens, {u['retries']} retries, "
                                f"{u.get('cache_hits', 0):,} answers from cache)")
-    table.add_row("judge", ", ".join(m.get("judge_mode") or [m.get("judge_mode_used", "?")]))
-    if "wall_seconds" in m:
-        table.add_row("wall time", f"{m['wall_seconds']:.1f} s")
-    if m.get("cost_usd") is not None:
-        table.add_row("cost", f"${m['cost_usd']:.4f}")
-    if m.get("stopped"):
-        table.add_row("stopped", m["stopped"])
-    table.add_row("accounting", "ok" if m["accounting_ok"] else "BROKEN")
+    table.add_row("judge", ", ".join(m.judge_mode or [m.judge_mode_used or "?"]))
+    if m.wall_seconds is not None:
+        table.add_row("wall time", f"{m.wall_seconds:.1f} s")
+    if m.cost_usd is not None:
+        table.add_row("cost", f"${m.cost_usd:.4f}")
+    if m.stopped:
+        table.add_row("stopped", m.stopped)
+    table.add_row("accounting", "ok" if m.accounting_ok else "BROKEN")
     table.add_row("output", str(out / "shards"))
     Console().print(table)
 
@@ -213,14 +218,10 @@ def inspect(run_dir: Path, examples: int = typer.Option(3, help="examples to sho
     """Print a run's summary again, from its files, and a few examples."""
     import polars as pl
 
-    from gecko_factory.manifest import build_manifest
+    from gecko_factory.manifest import current_manifest
 
     require_run(run_dir)
-    manifest, _ = build_manifest(run_dir)
-    saved = run_dir / "manifest.json"
-    if saved.exists():
-        manifest = {**json.loads(saved.read_text()), **manifest}
-    _print_summary(manifest, run_dir)
+    _print_summary(current_manifest(run_dir), run_dir)
     files = sorted((run_dir / "shards").glob("part-*.parquet"))
     if not files:
         return

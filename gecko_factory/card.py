@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from gecko_factory.manifest import Manifest, ShardSummary, read_manifest, read_shard_summaries
+from gecko_factory.schemas import FretRow
 from gecko_factory.shards import shard_name
 
 SAMPLES = 3
@@ -52,40 +54,37 @@ class DatasetSample:
     negative_ql: list = field(default_factory=list)
     negative_rc: list = field(default_factory=list)
     positive_retrieval_rank: list = field(default_factory=list)
-    examples: list[dict] = field(default_factory=list)
+    examples: list[FretRow] = field(default_factory=list)
 
 
 def read_rows(shard_files: list[Path]) -> DatasetSample:
     """One pass over the shards' rows; the sample examples are the first rows of the first shard."""
     out = DatasetSample()
-    columns = ["example_id", "seed_id", "task_type", "task", "query", "positive_id", "positive_text",
-               "negative_id", "negative_text", "relabelled", "candidates"]
     for path in shard_files:
-        for row in pq.read_table(path, columns=columns).to_pylist():
+        for row in map(FretRow.from_dict, pq.read_table(path).to_pylist()):
             out.rows += 1
-            out.task_types[row["task_type"]] += 1
-            out.relabelled += bool(row["relabelled"])
-            by_id = {c["id"]: c for c in row["candidates"]}
-            pos, neg = by_id[row["positive_id"]], by_id[row["negative_id"]]
-            out.positive_ql.append(pos["ql"])
-            out.positive_rc.append(pos["rc"])
-            out.negative_ql.append(neg["ql"])
-            out.negative_rc.append(neg["rc"])
-            out.positive_retrieval_rank.append(pos["retrieval_rank"])
+            out.task_types[row.task_type] += 1
+            out.relabelled += row.relabelled
+            pos, neg = row.candidate(row.positive_id), row.candidate(row.negative_id)
+            out.positive_ql.append(pos.ql)
+            out.positive_rc.append(pos.rc)
+            out.negative_ql.append(neg.ql)
+            out.negative_rc.append(neg.rc)
+            out.positive_retrieval_rank.append(pos.retrieval_rank)
             if len(out.examples) < SAMPLES:
-                out.examples.append({k: v for k, v in row.items() if k != "candidates"})
+                out.examples.append(row)
     return out
 
 
-def shard_table(manifest: dict, per_shard: list[dict]) -> list[dict]:
+def shard_table(manifest: Manifest, per_shard: list[ShardSummary]) -> list[dict]:
     """One row per planned shard: the committed ones with their figures, the others by state.
 
     Figures are those recorded when the shard was committed (a reused shard shows the run that
     made it)."""
-    done = {s["shard"]: s for s in per_shard}
-    failed = {int(k): v for k, v in (manifest.get("failed_shards") or {}).items()}
+    done = {s.shard: s for s in per_shard}
+    failed = {int(k): v for k, v in manifest.failed_shards.items()}
     rows = []
-    for shard in range(manifest["shards"]["total"]):
+    for shard in range(manifest.shards.total):
         s = done.get(shard)
         if s is None:
             rows.append({"shard": shard_name(shard), "state": "failed" if shard in failed else "pending",
@@ -93,17 +92,17 @@ def shard_table(manifest: dict, per_shard: list[dict]) -> list[dict]:
                          "llm_calls": None, "prompt_tokens": None, "completion_tokens": None,
                          "cache_hits": None, "seconds": None, "error": failed.get(shard, "")})
             continue
-        usage, skipped = s.get("usage") or {}, s.get("skipped") or {}
+        usage, skipped = s.usage, s.skipped
         rows.append({
-            "shard": shard_name(shard), "state": "done", "rows": s["rows"],
+            "shard": shard_name(shard), "state": "done", "rows": s.rows,
             "skipped": sum(skipped.values()),
             "skip_reasons": ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "none",
-            "relabelled": s.get("relabelled"),
+            "relabelled": s.relabelled,
             "llm_calls": usage.get("calls", 0),
             "prompt_tokens": usage.get("prompt_tokens", 0),
             "completion_tokens": usage.get("completion_tokens", 0),
             "cache_hits": usage.get("cache_hits", 0),
-            "seconds": s.get("seconds"),
+            "seconds": s.seconds,
             "error": "",
         })
     return rows
@@ -131,22 +130,22 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def dataset_card(manifest: dict, sample: DatasetSample, title: str) -> str:
-    c, u = manifest["counts"], manifest["llm_usage"]
-    skipped = ", ".join(f"{k}: {v}" for k, v in c["skipped"].items()) or "none"
+def dataset_card(manifest: Manifest, sample: DatasetSample, title: str) -> str:
+    c, u = manifest.counts, manifest.llm_usage
+    skipped = ", ".join(f"{k}: {v}" for k, v in c.skipped.items()) or "none"
     lines = [
         f"# FRet data set: {_cell(title, 120)}",
         "",
         "| figure | value |", "|---|---|",
-        f"| examples | {c['examples']} of {c['seeds']} seeds |",
-        f"| relabel rate (positive ≠ seed) | {percent(c.get('relabel_rate'))} ({c['relabelled']} of {c['examples']}) |",
+        f"| examples | {c.examples} of {c.seeds} seeds |",
+        f"| relabel rate (positive ≠ seed) | {percent(c.relabel_rate)} ({c.relabelled} of {c.examples}) |",
         f"| skipped | {skipped} |",
-        f"| pending seeds (shards not done) | {c['pending_seeds']} |",
-        f"| shards | {manifest['shards']['done']} of {manifest['shards']['total']} done |",
-        f"| judge | {', '.join(manifest.get('judge_mode') or []) or 'n/a'} |",
+        f"| pending seeds (shards not done) | {c.pending_seeds} |",
+        f"| shards | {manifest.shards.done} of {manifest.shards.total} done |",
+        f"| judge | {', '.join(manifest.judge_mode) or 'n/a'} |",
         f"| LLM calls | {u['calls']} ({u['prompt_tokens']} prompt + {u['completion_tokens']} completion "
         f"tokens, {u.get('cache_hits', 0)} answers from cache) |",
-        f"| accounting (seeds = examples + skipped + pending) | {'ok' if manifest['accounting_ok'] else 'BROKEN'} |",
+        f"| accounting (seeds = examples + skipped + pending) | {'ok' if manifest.accounting_ok else 'BROKEN'} |",
         "",
         "## Task types",
         "",
@@ -170,26 +169,26 @@ def dataset_card(manifest: dict, sample: DatasetSample, title: str) -> str:
     lines += ["", f"## Sample examples ({len(sample.examples)})", ""]
     for i, ex in enumerate(sample.examples, 1):
         lines += [
-            f"**{i}. {_cell(ex['task_type'])}** — {_cell(ex['task'])}", "",
+            f"**{i}. {_cell(ex.task_type)}** — {_cell(ex.task)}", "",
             "| field | value |", "|---|---|",
-            f"| query | {_cell(ex['query'])} |",
-            f"| positive `{ex['positive_id']}` | {_cell(ex['positive_text'])} |",
-            f"| hard negative `{ex['negative_id']}` | {_cell(ex['negative_text'])} |",
-            f"| relabelled | {'yes' if ex['relabelled'] else 'no'} |",
+            f"| query | {_cell(ex.query)} |",
+            f"| positive `{ex.positive_id}` | {_cell(ex.positive_text)} |",
+            f"| hard negative `{ex.negative_id}` | {_cell(ex.negative_text)} |",
+            f"| relabelled | {'yes' if ex.relabelled else 'no'} |",
             "",
         ]
     lines += audit_section(manifest)
-    public = without_secrets({"config": manifest.get("config"), "llm": manifest.get("llm"),
-                              "config_hash": manifest.get("config_hash")})
+    public = without_secrets({"config": manifest.config, "llm": manifest.llm,
+                              "config_hash": manifest.config_hash})
     lines += ["## Config (no secrets)", "", "```json", json.dumps(public, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
 
 
-def audit_section(manifest: dict) -> list[str]:
+def audit_section(manifest: Manifest) -> list[str]:
     """The judge audit of this run's judge (same LLM, form, prompt, N), when one was made."""
     from gecko_factory.audit.registry import audit_for_run
 
-    found = audit_for_run(manifest)
+    found = audit_for_run(manifest.model_dump(mode="json"))
     if found is None:
         return ["## Judge audit", "", "No audit of this judge yet: `gecko-factory audit` measures how "
                 "often its choices match human labels (README, \"Auditing the judge\").", ""]
@@ -198,7 +197,6 @@ def audit_section(manifest: dict) -> list[str]:
 
 def run_card(run_dir: Path) -> tuple[list[dict], str]:
     """(shard table rows, markdown card) of a run folder whose manifest has been written."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    per_shard = json.loads((run_dir / "stats.json").read_text())["shards"]
-    files = [run_dir / "shards" / s["file"] for s in sorted(per_shard, key=lambda s: s["shard"])]
+    manifest, per_shard = read_manifest(run_dir), read_shard_summaries(run_dir)
+    files = [run_dir / "shards" / s.file for s in sorted(per_shard, key=lambda s: s.shard)]
     return shard_table(manifest, per_shard), dataset_card(manifest, read_rows(files), run_dir.name)

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gecko_factory.corpus import Paragraph
@@ -32,6 +32,7 @@ from gecko_factory.llm.runtime import LLMRuntime, gather_all, get_runtime
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import Candidate, mine
 from gecko_factory.plan import RunPlan
+from gecko_factory.schemas import FretCandidate, FretRow, ShardStats
 from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure, shard_config_hash
 from gecko_factory.synthesize import REJECTED, SynthesisResult, Synthesized, synthesize_one
 from gecko_factory.templates import load_template
@@ -64,16 +65,12 @@ class ShardJob:
 @dataclass
 class ShardReport:
     shard: int
-    status: str  # "done" (written now) | "reused" (marker matched)
-    seeds: int
+    status: str  # "done" (written now) | "reused" (marker matched: its stats are the commit's)
     rows: int
-    skipped: dict[str, int] = field(default_factory=dict)
-    relabelled: int = 0
-    usage: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
+    stats: ShardStats
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"shard": self.shard, "status": self.status, "rows": self.rows, **self.stats.as_dict()}
 
 
 def prompt_versions() -> dict[str, str]:
@@ -92,9 +89,7 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
     config_hash = shard_config_hash(plan.config_hash, job.judge_mode)
     marker = done_marker(job.run_dir, job.shard, input_hash, config_hash)
     if marker is not None:
-        return ShardReport(job.shard, "reused", len(seed_ids), marker.rows,
-                           marker.stats.get("skipped", {}), marker.stats.get("relabelled", 0),
-                           marker.stats.get("usage", {}), 0.0)
+        return ShardReport(job.shard, "reused", marker.rows, marker.stats)
     runtime = get_runtime()
     try:
         return runtime.run(_run_shard(job, runtime, settings, plan, seed_ids, input_hash, config_hash))
@@ -120,7 +115,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     synth = SynthesisResult()
     judge_rejected = 0
 
-    async def judge_one(s: Synthesized, candidates: list[Candidate]) -> dict | None:
+    async def judge_one(s: Synthesized, candidates: list[Candidate]) -> FretRow | Skip | None:
         nonlocal judge_rejected
         # each candidate read once from the store: the row takes its positive and negative here
         paragraphs = {c.id: corpus[c.id] for c in candidates}
@@ -138,7 +133,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     # LLM never idles behind a shard-wide stage barrier. A group is fixed by seed order, not by
     # timing: the encoder's output moves in the last bits with the batch it is in, and that
     # must not make a rerun mine other candidates.
-    async def group(paragraphs: list[Paragraph]) -> list[dict | None]:
+    async def group(paragraphs: list[Paragraph]) -> list[FretRow | Skip | None]:
         done = await gather_all(*(synthesize_one(client, p, cfg, synth) for p in paragraphs))
         ok = [s for s in done if s is not None]  # the others are counted in synth.skipped
         if not ok:
@@ -164,15 +159,12 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     if len(rows) + sum(skipped.values()) != len(seed_ids):
         raise RuntimeError(f"shard {job.shard}: accounting broken: {len(seed_ids)} seeds != "
                            f"{len(rows)} rows + {dict(skipped)} skipped")
-    relabelled = sum(r["relabelled"] for r in rows)
-    seconds = time.perf_counter() - t0
-    stats = {"seeds": len(seed_ids), "skipped": dict(skipped), "relabelled": relabelled,
-             "usage": client.usage.as_dict(), "seconds": round(seconds, 3),
-             "judge_mode": job.judge_mode}
+    stats = ShardStats(seeds=len(seed_ids), skipped=dict(skipped),
+                       relabelled=sum(r.relabelled for r in rows), usage=client.usage.as_dict(),
+                       seconds=round(time.perf_counter() - t0, 3), judge_mode=job.judge_mode)
     await asyncio.to_thread(commit_shard, job.run_dir, job.shard, rows, input_hash,
                             config_hash, stats)
-    return ShardReport(job.shard, "done", len(seed_ids), len(rows), dict(skipped), relabelled,
-                       client.usage.as_dict(), seconds)
+    return ShardReport(job.shard, "done", len(rows), stats)
 
 
 @dataclass(frozen=True)
@@ -183,7 +175,7 @@ class Skip:
 
 
 def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
-         paragraphs: dict[str, Paragraph]) -> dict | Skip:
+         paragraphs: dict[str, Paragraph]) -> FretRow | Skip:
     vectors = {j.id: j.vector for j in judged}
 
     def cosine(a: str, b: str) -> float | None:
@@ -195,25 +187,25 @@ def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
     if pick.negative is None:
         return Skip(NO_SAFE_NEGATIVE)
     pos, neg = paragraphs[pick.positive.id], paragraphs[pick.negative.id]
-    return {
-        "example_id": example_id(s.paragraph.id, s.task, s.query),
-        "seed_id": s.paragraph.id,
-        "task_type": s.task_type,
-        "task": s.task,
-        "query": s.query,
-        "positive_id": pos.id,
-        "positive_title": pos.title,
-        "positive_text": pos.text,
-        "negative_id": neg.id,
-        "negative_title": neg.title,
-        "negative_text": neg.text,
-        "relabelled": pos.id != s.paragraph.id,
-        "candidates": [{"id": j.id, "retrieval_rank": j.retrieval_rank, "similarity": j.similarity,
-                        "ql": j.ql, "rc": j.rc, "fused_score": f, "fused_rank": r}
-                       for j, f, r in zip(judged, pick.fused, pick.fused_ranks)],
-        "judge_mode": judge_mode,
-        "fusion": cfg.fusion.spec(),
-        "llm_model": cfg.llm_model,
-        "judge_model": cfg.judge_model or cfg.llm_model,
-        "prompt_version": "+".join(sorted(cfg.prompt_versions.values())),
-    }
+    return FretRow(
+        example_id=example_id(s.paragraph.id, s.task, s.query),
+        seed_id=s.paragraph.id,
+        task_type=s.task_type,
+        task=s.task,
+        query=s.query,
+        positive_id=pos.id,
+        positive_title=pos.title,
+        positive_text=pos.text,
+        negative_id=neg.id,
+        negative_title=neg.title,
+        negative_text=neg.text,
+        relabelled=pos.id != s.paragraph.id,
+        candidates=[FretCandidate(id=j.id, retrieval_rank=j.retrieval_rank, similarity=j.similarity,
+                                  ql=j.ql, rc=j.rc, fused_score=f, fused_rank=r)
+                    for j, f, r in zip(judged, pick.fused, pick.fused_ranks)],
+        judge_mode=judge_mode,
+        fusion=cfg.fusion.spec(),
+        llm_model=cfg.llm_model,
+        judge_model=cfg.judge_model or cfg.llm_model,
+        prompt_version="+".join(sorted(cfg.prompt_versions.values())),
+    )

@@ -1,10 +1,19 @@
-"""The one place that defines gecko-factory's Parquet schemas.
+"""The one place that defines gecko-factory's records and their Parquet schemas.
 
-Every writer builds its table against these schemas and every reader may rely on them; a change
-here is a format change and bumps `FRET_SCHEMA_VERSION` (it is part of each shard's marker).
+A FRet row is a typed record (`FretRow`, `FretCandidate`); its Arrow schema is derived from the
+record's fields here, so the two cannot drift apart. Every writer builds its table with
+`fret_table`, every reader may rely on `FRET_SCHEMA`; a change here is a format change and bumps
+`FRET_SCHEMA_VERSION` (it is part of each shard's marker). `ShardStats` is what a committed shard
+records about itself (its marker), read back by the manifest, the card and `status`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -19,42 +28,100 @@ PARAGRAPH_SCHEMA = pa.schema(
     ]
 )
 
-# One retrieved candidate of a FRet example, with the judge's scores. `ql` is null when the
-# server gave no prompt log-probs (RC-only judging, recorded in the manifest).
-CANDIDATE_TYPE = pa.struct(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("retrieval_rank", pa.int32(), nullable=False),  # 1 = nearest neighbour
-        pa.field("similarity", pa.float64()),  # cosine(query, passage), what the negative guard reads
-        pa.field("ql", pa.float64()),  # log p(query | passage), summed over query tokens
-        pa.field("rc", pa.float64()),  # log p("Yes" | query, passage)
-        pa.field("fused_score", pa.float64(), nullable=False),  # sum of w_s / rank_s (fusion.py)
-        # 1 = the fusion's top; the positive is `positive_id` (keep_seed may keep the seed instead)
-        pa.field("fused_rank", pa.int32(), nullable=False),
-    ]
-)
 
-# One FRet example: (task, query, positive, hard negative) plus how it was chosen.
-FRET_SCHEMA = pa.schema(
-    [
-        pa.field("example_id", pa.string(), nullable=False),
-        pa.field("seed_id", pa.string(), nullable=False),
-        pa.field("task_type", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("query", pa.string(), nullable=False),
-        pa.field("positive_id", pa.string(), nullable=False),
-        pa.field("positive_title", pa.string(), nullable=False),
-        pa.field("positive_text", pa.string(), nullable=False),
-        pa.field("negative_id", pa.string(), nullable=False),
-        pa.field("negative_title", pa.string(), nullable=False),
-        pa.field("negative_text", pa.string(), nullable=False),
-        pa.field("relabelled", pa.bool_(), nullable=False),  # positive is not the seed
-        pa.field("candidates", pa.list_(CANDIDATE_TYPE), nullable=False),
-        pa.field("judge_mode", pa.string(), nullable=False),  # one_pass | two_prompt | rc_only
-        pa.field("fusion", pa.string(), nullable=False),  # FusionConfig.spec(), e.g. rrf+keep_seed
-        pa.field("llm_model", pa.string(), nullable=False),  # wrote the task and query
-        pa.field("judge_model", pa.string(), nullable=False),  # scored the candidates
-        pa.field("prompt_version", pa.string(), nullable=False),
-    ],
-    metadata={"gecko_factory.schema": FRET_SCHEMA_VERSION},
-)
+@dataclass(frozen=True, slots=True)
+class FretCandidate:
+    """One retrieved candidate of a FRet example, with the judge's scores."""
+
+    id: str
+    retrieval_rank: int  # 1 = nearest neighbour
+    similarity: float | None  # cosine(query, passage), what the negative guard reads
+    ql: float | None  # log p(query | passage) over the query's tokens; None under RC-only judging
+    rc: float | None  # log p("Yes" | query, passage)
+    fused_score: float  # sum of w_s / rank_s (fusion.py)
+    fused_rank: int  # 1 = the fusion's top; the positive is the row's (keep_seed may keep the seed)
+
+
+@dataclass(frozen=True, slots=True)
+class FretRow:
+    """One FRet example: (task, query, positive, hard negative) plus how it was chosen."""
+
+    example_id: str
+    seed_id: str
+    task_type: str
+    task: str
+    query: str
+    positive_id: str
+    positive_title: str
+    positive_text: str
+    negative_id: str
+    negative_title: str
+    negative_text: str
+    relabelled: bool  # the positive is not the seed
+    candidates: list[FretCandidate]
+    judge_mode: str  # one_pass | two_prompt | rc_only
+    fusion: str  # FusionConfig.spec(), e.g. rrf+keep_seed
+    llm_model: str  # wrote the task and query
+    judge_model: str  # scored the candidates
+    prompt_version: str
+
+    def candidate(self, candidate_id: str) -> FretCandidate:
+        return next(c for c in self.candidates if c.id == candidate_id)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> "FretRow":
+        """A row as Arrow's `to_pylist` gives it (every column read)."""
+        return cls(**{**row, "candidates": [FretCandidate(**c) for c in row["candidates"]]})
+
+
+# Python type -> Arrow type of a record field. Counts and ranks are int32: a shard has < 2**31 rows.
+_ARROW = {str: pa.string(), int: pa.int32(), float: pa.float64(), bool: pa.bool_()}
+
+
+def _arrow_field(name: str, hint) -> pa.Field:
+    args = typing.get_args(hint)
+    nullable = isinstance(hint, types.UnionType) and type(None) in args
+    if nullable:
+        (hint,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return pa.field(name, pa.list_(arrow_struct(item)), nullable=nullable)
+    return pa.field(name, _ARROW[hint], nullable=nullable)
+
+
+def arrow_struct(record: type) -> pa.StructType:
+    hints = typing.get_type_hints(record)
+    return pa.struct([_arrow_field(f.name, hints[f.name]) for f in dataclasses.fields(record)])
+
+
+CANDIDATE_TYPE = arrow_struct(FretCandidate)
+FRET_SCHEMA = pa.schema(list(arrow_struct(FretRow)),
+                        metadata={"gecko_factory.schema": FRET_SCHEMA_VERSION})
+
+
+def fret_table(rows: Sequence[FretRow]) -> pa.Table:
+    """The rows as an Arrow table of FRET_SCHEMA (column by column: no per-row dicts)."""
+    columns = {name: [getattr(r, name) for r in rows] for name in FRET_SCHEMA.names}
+    columns["candidates"] = [[dataclasses.asdict(c) for c in r.candidates] for r in rows]
+    return pa.Table.from_pydict(columns, schema=FRET_SCHEMA)
+
+
+@dataclass
+class ShardStats:
+    """What a committed shard says about itself in its marker: every seed is a row, a skip by
+    reason, or (never, once committed) missing; the LLM usage it cost; how it was judged."""
+
+    seeds: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    relabelled: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    judge_mode: str = "?"  # the mode used (the probe may fall back to rc_only)
+
+    @classmethod
+    def from_dict(cls, stats: dict) -> "ShardStats":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in stats.items() if k in known})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -15,16 +15,16 @@ inputs and config AND the file on disk has the size and hash the marker recorded
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 # atomic_write_json is imported from here by manifest.py (not yet moved to gecko_factory.files).
 from gecko_factory.files import atomic_file, atomic_write_json  # noqa: F401
 from gecko_factory.hashing import sha256_file, sha256_hex
-from gecko_factory.schemas import FRET_SCHEMA, FRET_SCHEMA_VERSION
+from gecko_factory.schemas import FRET_SCHEMA_VERSION, FretRow, ShardStats, fret_table
 
 
 def shard_name(shard: int) -> str:
@@ -66,22 +66,23 @@ class ShardMarker:
     schema_version: str
     file_sha256: str
     file_bytes: int
-    stats: dict = field(default_factory=dict)  # skips by reason, LLM usage, seconds
+    stats: ShardStats = field(default_factory=ShardStats)  # skips by reason, LLM usage, seconds
 
     @classmethod
     def read(cls, path: Path) -> "ShardMarker | None":
         try:
-            return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
+            data = json.loads(path.read_text())
+            return cls(**{**data, "stats": ShardStats.from_dict(data.get("stats") or {})})
+        except (OSError, ValueError, TypeError, AttributeError):
             return None  # missing or unreadable marker: the shard is simply not done
 
 
-def commit_shard(run_dir: Path, shard: int, rows: list[dict], input_hash: str, config_hash: str,
-                 stats: dict) -> ShardMarker:
+def commit_shard(run_dir: Path, shard: int, rows: Sequence[FretRow], input_hash: str,
+                 config_hash: str, stats: ShardStats) -> ShardMarker:
     """Write the shard's rows and then its marker; either both land or the shard is pending."""
     final = shard_file(run_dir, shard)
     final.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=FRET_SCHEMA)
+    table = fret_table(rows)
     with atomic_file(final) as fh:  # part-00007.parquet.tmp, then the rename
         pq.write_table(table, fh, compression="zstd")
     marker = ShardMarker(shard, table.num_rows, input_hash, config_hash, FRET_SCHEMA_VERSION,

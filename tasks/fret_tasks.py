@@ -111,8 +111,8 @@ def shard_task(run_dir: str, shard: int, base_url: str, index_path: str, judge_m
         logger.info("shard %05d: already done (%d rows), skipped", shard, report.rows)
     else:
         logger.info("shard %05d: %d rows, skipped %s, %d LLM calls (+%d from cache) in %.1fs",
-                    shard, report.rows, report.skipped or "none", report.usage.get("calls", 0),
-                    report.usage.get("cache_hits", 0), report.seconds)
+                    shard, report.rows, report.stats.skipped or "none", report.stats.usage.get("calls", 0),
+                    report.stats.usage.get("cache_hits", 0), report.stats.seconds)
     return report.as_dict()
 
 

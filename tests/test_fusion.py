@@ -132,6 +132,7 @@ def test_a_fusion_change_invalidates_the_shard_markers(tmp_path, wiki_sample):
 
     from gecko_factory.corpus import CorpusSpec
     from gecko_factory.plan import PlanMismatch, plan_run
+    from gecko_factory.schemas import ShardStats
     from gecko_factory.shards import commit_shard, done_marker, hash_ids, shard_config_hash
 
     corpus = tmp_path / "c.jsonl"
@@ -139,7 +140,7 @@ def test_a_fusion_change_invalidates_the_shard_markers(tmp_path, wiki_sample):
     spec, run = CorpusSpec(path=str(corpus)), tmp_path / "run"
     plan = plan_run(FretConfig(corpus=spec, shard_size=5), run)
     inputs, done_as = hash_ids(plan.shards[0]), shard_config_hash(plan.config_hash, "two_prompt")
-    commit_shard(run, 0, [], inputs, done_as, {})
+    commit_shard(run, 0, [], inputs, done_as, ShardStats())
     assert done_marker(run, 0, inputs, done_as) is not None
     gecko = FretConfig(corpus=spec, shard_size=5, fusion=FusionConfig.parse("rrf"))
     with pytest.raises(PlanMismatch):  # the folder's shards were chosen with another fusion
