@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-# atomic_write_json is imported from here by manifest.py (not yet moved to gecko_factory.files).
-from gecko_factory.files import atomic_file, atomic_write_json  # noqa: F401
+from gecko_factory.files import atomic_file, atomic_write_json
 from gecko_factory.hashing import sha256_file, sha256_hex
 from gecko_factory.schemas import FRET_SCHEMA_VERSION, FretRow, ShardStats, fret_table
 
