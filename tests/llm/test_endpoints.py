@@ -131,6 +131,7 @@ def test_the_flow_over_two_endpoints_writes_what_one_writes(two_servers, small_c
     import polars as pl
 
     from flows.fret import fret_flow
+    from gecko_factory.options import RunOptions
 
     a, b = two_servers
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
@@ -139,8 +140,9 @@ def test_the_flow_over_two_endpoints_writes_what_one_writes(two_servers, small_c
     for name, urls in (("one", a.base_url), ("two", f"{a.base_url},{b.base_url}")):
         monkeypatch.setenv("OPENAI_BASE_URL", urls)
         before = b.calls()
-        m = fret_flow(run_dir=str(tmp_path / name), corpus=small_corpus, limit=12, candidates=4,
-                      shard_size=4, cache="off")
+        m = fret_flow(run_dir=str(tmp_path / name),
+                      options=RunOptions(corpus=small_corpus, limit=12, candidates=4, shard_size=4,
+                                         cache="off"))
         runs[name] = (m, pl.read_parquet(sorted((tmp_path / name / "shards").glob("*.parquet"))),
                       b.calls() - before)
     (m1, df1, b1), (m2, df2, b2) = runs["one"], runs["two"]
