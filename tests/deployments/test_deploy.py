@@ -79,6 +79,22 @@ def schedule_in_the_ui(api: str, deployment_id: str, tmp_path: Path) -> None:
     print(f"screenshot: {shot} (copy in {keep})")
 
 
+def test_the_deployed_parameters_are_the_flows_own():
+    """prefect.yaml's parameters pass the flow's validation (RunOptions forbids unknown keys), so
+    a renamed option fails here and not at 03:00 on a worker; no server needed."""
+    import yaml
+    from prefect.exceptions import ParameterTypeError
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    refresh = next(d for d in spec["deployments"] if d["name"] == "fret-refresh")
+    flow = load_flow_from_entrypoint(str(REPO / refresh["entrypoint"]))
+    params = flow.validate_parameters(refresh["parameters"])
+    assert params["options"].candidates == refresh["parameters"]["options"]["candidates"]
+    with pytest.raises(ParameterTypeError, match="candidate"):
+        flow.validate_parameters({"options": {"candidate": 3}})
+
+
 def test_deploy_then_a_worker_runs_the_refresh(server, tmp_path, llm_env, wiki_sample):
     api, env = server["api"], server["env"]
     out = subprocess.run(["bash", "deployments/deploy.sh"], cwd=REPO, env=env,
