@@ -12,7 +12,6 @@ shard stays failed/pending and `resume` (or the Prefect task's retry) redoes it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from gecko_factory.corpus_store import open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
 from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, decide
+from gecko_factory.hashing import sha256_hex
 from gecko_factory.judge import JudgedCandidate, JudgeMode, judge
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.client import LLMRequestRejected
@@ -78,7 +78,7 @@ def prompt_versions() -> dict[str, str]:
 
 
 def example_id(seed_id: str, task: str, query: str) -> str:
-    return hashlib.sha256(f"{seed_id}\x1f{task}\x1f{query}".encode()).hexdigest()[:20]
+    return sha256_hex(seed_id, task, query, length=20)
 
 
 def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
