@@ -141,6 +141,7 @@ def resume(options: RunOptions, run_dir: Path) -> None:
     recorded = RunPlan.load(run_dir).config.run_options(**options.model_dump(include=set(RESUME_OVERRIDES)))
     run(recorded, out=run_dir, force=False)
 
+
 def train_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="FRet run folders to train on"),
     out: Path = typer.Option(Path("models/latest"), help="output folder (sentence-transformers format)"),
