@@ -87,10 +87,12 @@ def test_one_pass_ql_is_the_two_prompt_ql(embedded):
 def test_default_flow_starts_the_embedded_server(tmp_path, small_corpus, prefect_harness, monkeypatch):
     """No base URL set: the flow starts its own llama.cpp server and writes real FRet rows."""
     from flows.fret import fret_flow
+    from gecko_factory.options import RunOptions
 
     for k in ("OPENAI_BASE_URL", "GECKO_LLM_BASE_URL", "GECKO_LLM_MODEL"):
         monkeypatch.delenv(k, raising=False)
-    m = fret_flow(run_dir=str(tmp_path / "run"), corpus=small_corpus, limit=3, candidates=4, shard_size=3)
+    m = fret_flow(run_dir=str(tmp_path / "run"),
+                  options=RunOptions(corpus=small_corpus, limit=3, candidates=4, shard_size=3))
     print(f"\nembedded run: {json.dumps(m['counts'])}, {m['llm_usage']}, {m['wall_seconds']}s")
     assert m["accounting_ok"] and m["judge_mode"] == ["two_prompt"]
     assert m["counts"]["examples"] + sum(m["counts"]["skipped"].values()) == 3
