@@ -8,7 +8,6 @@ A run's options (options.py: the CLI's and the flows') become a FretConfig in on
 
 from __future__ import annotations
 
-import hashlib
 import json
 from copy import copy
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from gecko_factory.corpus import SAMPLE, SCIFACT, CorpusSpec
+from gecko_factory.hashing import sha256_hex
 from gecko_factory.fusion import FusionConfig, NegativeGuard
 from gecko_factory.options import JudgeForm, RunOptions
 
@@ -80,7 +80,7 @@ class FretConfig(BaseModel):
         Which seeds (limit, seed_ids_file) and how they are sliced do not change any example."""
         payload = self.model_dump(mode="json", exclude={"limit", "shard_size", "seed_ids_file"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return sha256_hex(blob)
 
     @classmethod
     def from_options(cls, options: RunOptions, llm_model: str, judge_model: str | None,
