@@ -200,7 +200,7 @@ def main() -> None:
         os.environ.update(OPENAI_BASE_URL=srv.base_url, GECKO_LLM_MODEL="scripted",
                           GECKO_LLM_CONCURRENCY=str(args.concurrency))
         from flows.fret import fret_config, fret_flow
-        from gecko_factory.llm.embedded import client_settings
+        from gecko_factory.llm.settings import client_settings
         from gecko_factory.options import RunOptions
 
         options = RunOptions(corpus=str(corpus), candidates=args.candidates, shard_size=args.shard_size,

@@ -102,7 +102,7 @@ def worker(args) -> None:
     from gecko_factory.config import FretConfig
     from gecko_factory.corpus import CorpusSpec
     from gecko_factory.embed import Encoder
-    from gecko_factory.fret import ShardJob, prompt_versions, run_shard
+    from gecko_factory.shard_pipeline import ShardJob, prompt_versions, run_shard
     from gecko_factory.index import IndexRequest, build_index
     from gecko_factory.llm.settings import LLMSettings
     from gecko_factory.plan import RunPlan, plan_run

@@ -21,9 +21,9 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from gecko_factory.config import FretConfig
-from gecko_factory.fret import prompt_versions
+from gecko_factory.shard_pipeline import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
-from gecko_factory.llm.embedded import client_settings
+from gecko_factory.llm.settings import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
 from gecko_factory.options import RunOptions

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from gecko_factory.config import absolute_corpus
-from gecko_factory.llm.embedded import client_settings
+from gecko_factory.llm.settings import client_settings
 from gecko_factory.lock import run_lock
 from gecko_factory.options import RunOptions
 from flows.fret import fret_config, fret_flow, trigger_training

@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from gecko_factory.audit.run import AuditSpec, judge_step, prepare, report_step
-from gecko_factory.llm.embedded import client_settings
+from gecko_factory.llm.settings import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from tasks.fret_tasks import retry_if_transient
 

@@ -21,10 +21,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from gecko_factory.config import FretConfig
-from gecko_factory.fret import ShardJob, run_shard
+from gecko_factory.shard_pipeline import ShardJob, run_shard
 from gecko_factory.index import IndexRequest, build_index
 from gecko_factory.llm.client import LLMClient, LLMServiceError
-from gecko_factory.llm.embedded import client_settings
+from gecko_factory.llm.settings import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.manifest import write_manifest
 from gecko_factory.paths import gecko_home

@@ -62,7 +62,7 @@ def test_parts_are_separated():
 
 
 def test_example_id_is_pinned():
-    from gecko_factory.fret import example_id
+    from gecko_factory.shard_pipeline import example_id
 
     # sha256("s1\x1ft\x1fq")[:20], as rows written before the hashing module carry it
     assert example_id("s1", "t", "q") == "61911337554f4705dc29"

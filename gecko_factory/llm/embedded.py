@@ -22,39 +22,12 @@ from typing import Self
 
 import httpx
 
-from gecko_factory.llm.settings import EMBEDDED_JUDGE_MODEL, LLMSettings
+from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.paths import gecko_home
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 180.0
-# The embedded server answers one request at a time (one llama.cpp context per kind). More in
-# flight only queue there, and the queueing counts against each request's timeout: 8 in flight
-# on a busy 2-core machine made requests time out and retry forever (seen). So, unless the user
-# set them: 2 in flight (one decoding, one ready) and a timeout that covers a slow CPU.
-EMBEDDED_CONCURRENCY = 2
-EMBEDDED_TIMEOUT_S = 1800.0
-
-
-def client_settings(settings: LLMSettings | None = None) -> LLMSettings:
-    """The settings a client uses: as given for a configured endpoint; for the embedded server
-    (no base URL), its limits above unless the user set them."""
-    settings = settings or LLMSettings()
-    if settings.base_url:
-        return settings
-    # the names the embedded server answers to: it loads the judge too when that is another model
-    update: dict = {"model": settings.embedded_model}
-    if "judge_model" not in settings.model_fields_set:
-        update["judge_model"] = EMBEDDED_JUDGE_MODEL
-    if (update.get("judge_model", settings.judge_model) or settings.embedded_model) == settings.embedded_model:
-        update["judge_model"] = None  # one model writes and judges
-    if "concurrency" not in settings.model_fields_set:
-        update["concurrency"] = EMBEDDED_CONCURRENCY
-    if "timeout_s" not in settings.model_fields_set:
-        update["timeout_s"] = EMBEDDED_TIMEOUT_S
-    return settings.model_copy(update=update)
-
-
 class EmbeddedServerError(RuntimeError):
     """The embedded server could not be started."""
 

@@ -12,7 +12,7 @@ import pytest
 from gecko_factory.audit.judging import read_records, records_path
 from gecko_factory.audit.run import AuditSpec, judge_step, report_step
 from gecko_factory.config import FretConfig
-from gecko_factory.fret import prompt_versions
+from gecko_factory.shard_pipeline import prompt_versions
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.testing.labelled_set import TRUTH, make_beir
 

@@ -92,20 +92,20 @@ def test_bad_task_runner_fails_before_any_work(tmp_path, prefect_harness):
 def test_a_failed_run_still_publishes_with_the_failed_shard(artifact_run, scripted_server, monkeypatch, tmp_path):
     """A bug injected into one shard's mining step (as in test_resume): the run ends Failed and
     its artifacts say which shard failed and why, and how far the progress got."""
-    import gecko_factory.fret as fret
+    import gecko_factory.shard_pipeline as shard_pipeline
     from flows.fret import fret_flow
     from gecko_factory.plan import RunPlan
 
     run_dir, _ = artifact_run
     doomed = set(RunPlan.load(run_dir).shards[1])  # same corpus, seed and shard size: same plan
-    real_mine = fret.mine
+    real_mine = shard_pipeline.mine
 
     def mine_with_a_bug(index, vectors, seed_ids, n, ef):
         if doomed & set(seed_ids):
             raise ValueError("injected bug in shard 1")
         return real_mine(index, vectors, seed_ids, n, ef)
 
-    monkeypatch.setattr(fret, "mine", mine_with_a_bug)
+    monkeypatch.setattr(shard_pipeline, "mine", mine_with_a_bug)
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("GECKO_LLM_MODEL", "scripted")
     plan = json.loads((run_dir / "plan.json").read_text())

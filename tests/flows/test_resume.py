@@ -213,14 +213,14 @@ def test_changed_config_is_refused_without_force(tmp_path, corpus, reference, pr
 def test_a_failing_shard_does_not_stop_the_others(tmp_path, corpus, reference, prefect_harness, monkeypatch):
     """A shard that fails for good (here: a bug injected into its mining step) is listed, the run
     ends Failed, the other shards are committed, and a rerun finishes the same data set."""
-    import gecko_factory.fret as fret
+    import gecko_factory.shard_pipeline as shard_pipeline
     from flows.cli import app
     from flows.fret import ShardsFailed, fret_flow
     from gecko_factory.plan import RunPlan
 
     ref_dir, ref, _ = reference
     doomed = set(RunPlan.load(ref_dir).shards[1])
-    real_mine = fret.mine
+    real_mine = shard_pipeline.mine
 
     def mine_with_a_bug(index, vectors, seed_ids, n, ef):
         if doomed & set(seed_ids):
@@ -231,14 +231,14 @@ def test_a_failing_shard_does_not_stop_the_others(tmp_path, corpus, reference, p
     with ScriptedServer() as server:
         for k, v in _env(server).items():
             monkeypatch.setenv(k, v)
-        monkeypatch.setattr(fret, "mine", mine_with_a_bug)
+        monkeypatch.setattr(shard_pipeline, "mine", mine_with_a_bug)
         with pytest.raises(ShardsFailed, match=r"1 of 8 shards failed: \[1\]"):
             fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=corpus, candidates=5, shard_size=4))
         status = CliRunner().invoke(app, ["status", str(run_dir)])
         assert "00001 │ failed" in status.output and "injected bug in shard 1" in status.output
         assert "7 done, 1 failed, 0 pending" in status.output
         assert manifest(run_dir)["failed_shards"].keys() == {"1"}
-        monkeypatch.setattr(fret, "mine", real_mine)
+        monkeypatch.setattr(shard_pipeline, "mine", real_mine)
         fret_flow(run_dir=str(run_dir), options=RunOptions(corpus=corpus, candidates=5, shard_size=4))
     assert dataset(run_dir).equals(ref)
     assert not (run_dir / "shards" / "part-00001.failed.json").exists()
