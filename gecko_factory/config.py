@@ -73,12 +73,14 @@ class FretConfig(BaseModel):
     llm_model: str = ""  # filled from LLMSettings when the run starts: the model that writes
     judge_model: str = ""  # the model that judges (GECKO_LLM_JUDGE_MODEL); "" = llm_model
     prompt_versions: dict[str, str] = Field(default_factory=dict)  # filled from the templates
+    license: str = run_option("license")  # the data set's card (hf_card.py), not the recipe
 
     def output_hash(self) -> str:
         """sha256 of everything that shapes the examples (see the module docstring).
 
-        Which seeds (limit, seed_ids_file) and how they are sliced do not change any example."""
-        payload = self.model_dump(mode="json", exclude={"limit", "shard_size", "seed_ids_file"})
+        Which seeds (limit, seed_ids_file) and how they are sliced do not change any example, nor
+        does the license the data set is published under."""
+        payload = self.model_dump(mode="json", exclude={"limit", "shard_size", "seed_ids_file", "license"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return sha256_hex(blob)
 

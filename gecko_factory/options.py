@@ -56,6 +56,11 @@ class RunOptions(BaseModel):
     max_tokens: int | None = Field(default=None, description="stop cleanly once this many tokens are spent")
     task_runner: str = Field(default="threads", description="where shards run: threads | dask (a local "
                              "cluster of 2 worker processes) | tcp://HOST:PORT (an existing Dask scheduler)")
+    # Metadata of the data set (its Hugging Face card), not of the recipe: FretConfig keeps it but
+    # leaves it out of the output hash, so relicensing a run never redoes or re-plans its shards.
+    license: str = Field(default="unknown", description="license of the data set, a Hugging Face "
+                         "license id (e.g. cc-by-sa-4.0, apache-2.0): the corpus' and the LLM's terms "
+                         "decide it, so 'unknown' until you say")
     audit_beir: str | None = Field(default=None, description="the labelled BEIR set (folder or zip) that "
                                    "--judge-mode auto audits on (default: SciFact train)")
 

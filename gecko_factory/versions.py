@@ -141,7 +141,11 @@ def prepare_run_dir(plan: RefreshPlan) -> None:
 
 
 def commit_version(plan: RefreshPlan, corpus: str, config_hash: str, manifest: dict | None) -> dict:
-    """Write version.json (atomically, last): the version now exists."""
+    """Write the version's Hugging Face card (README.md), then version.json (atomically, last):
+    the version now exists, and `datasets.load_dataset(version_dir)` gives its rows."""
+    # hf_card reads versions (this module) to list a version's files: imported here, not at the top.
+    from gecko_factory.hf_card import write_readme
+
     own, seed_hashes = [], dict(plan.seed_hashes)
     if manifest is not None:
         # Only the seeds this run planned (a --limit may leave some for the next refresh).
@@ -161,17 +165,30 @@ def commit_version(plan: RefreshPlan, corpus: str, config_hash: str, manifest: d
         "reused_examples": sum(s["rows"] for s in plan.reused),
         "dropped_examples": plan.dropped_examples,
         "llm_calls": (manifest or {}).get("llm_usage", {}).get("calls", 0),
+        "license": _license(plan, manifest),
         "shards": shards, "seed_hashes": seed_hashes,
     }
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    write_readme(plan.run_dir, version=record)
     atomic_write_json(plan.run_dir / VERSION_FILE, record)
     return record
 
 
+def _license(plan: RefreshPlan, manifest: dict | None) -> str | None:
+    """The run's license option; a refresh with no new seed (no run) keeps the previous one's."""
+    if manifest is not None:
+        return manifest["config"].get("license")
+    if plan.previous:
+        return read_version(plan.root / "versions" / plan.previous).get("license")
+    return None
+
+
 def version_shards(version_dir: Path) -> list[tuple[Path, set[str]]]:
     """(shard file, example ids to leave out) for every shard a version is made of."""
-    record = read_version(version_dir)
-    root = version_dir.parent.parent
+    return record_shards(read_version(version_dir), version_dir.parent.parent)
+
+
+def record_shards(record: dict, root: Path) -> list[tuple[Path, set[str]]]:
     return [(root / s["path"], set(s["exclude"])) for s in record["shards"]]
 
 

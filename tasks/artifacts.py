@@ -4,7 +4,8 @@
   the flow's thread as each one finishes (a reused shard counts as done at once);
 - `fret-shards`: a table with one row per planned shard (rows, skips by reason, LLM calls,
   tokens, cache hits, seconds), from stats.json;
-- `fret-card`: the markdown data-set card (gecko_factory.card).
+- `fret-card`: the markdown data-set card (gecko_factory.card), also the body of the run folder's
+  README.md, the Hugging Face card that makes the folder a data set (gecko_factory.hf_card).
 Keys are lowercase with dashes, as Prefect requires for an artifact to be listed on the
 Artifacts page; each key keeps its history there, one version per run.
 """
@@ -24,6 +25,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from gecko_factory.card import run_card
+from gecko_factory.hf_card import write_readme
 
 PROGRESS_KEY = "fret-progress"
 SHARDS_KEY = "fret-shards"
@@ -55,6 +57,7 @@ class ShardProgress:
 def publish_task(run_dir: str) -> dict:
     """The shard table and the data-set card, from the files the manifest task just wrote."""
     table, card = run_card(Path(run_dir))
+    write_readme(Path(run_dir), body=card)  # first: the folder is a data set even if the API is down
     name = Path(run_dir).name
     table_id = create_table_artifact(table=table, key=SHARDS_KEY,
                                      description=f"{name}: one row per shard, as committed")
