@@ -13,7 +13,7 @@ import ctypes
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,8 +104,10 @@ class Encoder:
                     feats[key] = torch.from_numpy(arr)
                 yield idx_w[part], feats
 
-    def encode(self, texts: list[str], batch_size: int = 64, threads: int | None = None) -> np.ndarray:
-        """`threads`: torch threads for this call only (None: torch's setting, all cores)."""
+    def encode(self, texts: list[str], batch_size: int = 64, threads: int | None = None,
+               on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """`threads`: torch threads for this call only (None: torch's setting, all cores);
+        `on_batch(n)`: after each batch of n texts (the index build's progress)."""
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -115,6 +117,8 @@ class Encoder:
             for idx, batch in self.batches(texts, batch_size):
                 out[idx] = self.dual.encode(batch).float().numpy()
                 _release_freed_memory()
+                if on_batch is not None:
+                    on_batch(len(idx))
         return out
 
 

@@ -25,6 +25,7 @@ from gecko_factory.config import IndexConfig
 from gecko_factory.embed import Encoder
 from gecko_factory.files import publish_dir
 from gecko_factory.hashing import sha256_hex
+from gecko_factory.progress import IndexProgress
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class IndexRequest:
     params: IndexConfig
     cache_dir: Path
     batch_size: int = 64
+    progress_file: Path | None = None  # where the build reports paragraphs embedded (progress.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ def build_index(req: IndexRequest) -> IndexInfo:
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         log.info("index: reusing %s (%d vectors)", final, meta["count"])
+        IndexProgress(req.progress_file, meta["count"]).state("reused", embedded=meta["count"])
         return IndexInfo(final, meta["count"], meta["dim"], True, 0.0)
 
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
@@ -92,15 +95,18 @@ def build_index(req: IndexRequest) -> IndexInfo:
     vectors = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32,
                                         shape=(corpus.metadata.num_rows, encoder.dim))
     ids: list[str] = []
+    progress = IndexProgress(req.progress_file, corpus.metadata.num_rows)
     t0 = time.perf_counter()
     for batch in corpus.iter_batches(batch_size=EMBED_CHUNK, columns=["id", "title", "text"]):
         texts = [passage_text(t, x) for t, x in zip(batch.column("title").to_pylist(),
                                                      batch.column("text").to_pylist())]
-        vectors[len(ids) : len(ids) + len(texts)] = encoder.encode(texts, batch_size=req.batch_size)
+        vectors[len(ids) : len(ids) + len(texts)] = encoder.encode(
+            texts, batch_size=req.batch_size, on_batch=progress.embedded_batch)
         ids += batch.column("id").to_pylist()
     vectors.flush()
     embed_seconds = time.perf_counter() - t0
 
+    progress.state("building")
     index = build_hnsw(vectors, req.params)
     index.save_index(str(tmp / "index.bin"))
     del index, vectors
@@ -110,6 +116,7 @@ def build_index(req: IndexRequest) -> IndexInfo:
             "params": req.params.model_dump(), "embed_seconds": round(embed_seconds, 2)}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     publish_dir(tmp, final)  # False: another process finished the same index first
+    progress.state("done")
     log.info("index: built %s (%d vectors, embedded in %.1fs)", final, len(ids), embed_seconds)
     return IndexInfo(final, len(ids), encoder.dim, False, embed_seconds)
 

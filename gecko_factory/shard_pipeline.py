@@ -32,6 +32,7 @@ from gecko_factory.llm.runtime import LLMRuntime, gather_all, get_runtime
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import Candidate, mine
 from gecko_factory.plan import RunPlan
+from gecko_factory.progress import SeedProgress
 from gecko_factory.schemas import FretCandidate, FretRow, ShardStats
 from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure, shard_config_hash
 from gecko_factory.synthesize import REJECTED, SynthesisResult, Synthesized, synthesize_one
@@ -91,8 +92,11 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
     if marker is not None:
         return ShardReport(job.shard, "reused", marker.rows, marker.stats)
     runtime = get_runtime()
+    # seeds done and LLM usage, for the CLI's live display and the fret-progress artifact
+    progress = SeedProgress(job.run_dir, job.shard, len(seed_ids), settings.prices())
     try:
-        return runtime.run(_run_shard(job, runtime, settings, plan, seed_ids, input_hash, config_hash))
+        return runtime.run(progress.watch(_run_shard(job, runtime, settings, plan, seed_ids, input_hash,
+                                                     config_hash, progress)))
     except BudgetExhausted:
         raise  # not a failure: the shard stays pending for `resume`
     except BaseException as exc:
@@ -101,7 +105,8 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
 
 
 async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, plan: RunPlan,
-                     seed_ids: list[str], input_hash: str, config_hash: str) -> ShardReport:
+                     seed_ids: list[str], input_hash: str, config_hash: str,
+                     progress: SeedProgress) -> ShardReport:
     t0 = time.perf_counter()
     cfg = plan.config
     # The first load of each is seconds of disk and CPU: keep it off this loop, which carries
@@ -112,6 +117,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     client = runtime.client(settings, job.base_url, job.cache_path, job.cache_read,
                             (job.invocation, job.budget_usd, job.max_tokens))  # shared pool and limit, own usage
     judge_client = client.with_model(cfg.judge_model)  # same pool, cache, budget and usage
+    progress.usage = client.usage.as_dict
     synth = SynthesisResult()
     judge_rejected = 0
 
@@ -125,7 +131,9 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
         except LLMRequestRejected as exc:  # this seed's prompt; a service failure fails the shard
             judge_rejected += 1
             log.warning("shard %05d: %s: judge request refused: %s", job.shard, s.paragraph.id, exc)
+            progress.seed_done()
             return None
+        progress.seed_done()
         return _row(s, judged, cfg, job.judge_mode, paragraphs)
 
     # Groups pipeline: a group's queries are embedded and mined (in a thread) as soon as its own
@@ -136,6 +144,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     async def group(paragraphs: list[Paragraph]) -> list[FretRow | Skip | None]:
         done = await gather_all(*(synthesize_one(client, p, cfg, synth) for p in paragraphs))
         ok = [s for s in done if s is not None]  # the others are counted in synth.skipped
+        progress.seed_done(len(paragraphs) - len(ok))
         if not ok:
             return []
         mined = await asyncio.get_running_loop().run_in_executor(ENCODE_THREAD, lambda: mine(

@@ -29,6 +29,7 @@ from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.manifest import write_manifest
 from gecko_factory.paths import gecko_home
 from gecko_factory.plan import RunPlan, plan_run
+from gecko_factory.progress import index_progress_file
 
 
 def llm_cache_path(run_dir: Path) -> Path:
@@ -64,7 +65,7 @@ def index_task(run_dir: str) -> dict:
     info = build_index(IndexRequest(
         corpus_path=Path(run_dir) / "corpus.parquet", corpus_hash=plan.corpus_hash,
         encoder=cfg.encoder, params=cfg.index, cache_dir=gecko_home() / "indexes",
-        batch_size=cfg.embed_batch_size,
+        batch_size=cfg.embed_batch_size, progress_file=index_progress_file(Path(run_dir)),
     ))
     get_run_logger().info("index %s: %d vectors (%s)", info.path, info.count,
                           "reused" if info.reused else f"embedded in {info.embed_seconds:.1f}s")
