@@ -130,7 +130,9 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def dataset_card(manifest: Manifest, sample: DatasetSample, title: str) -> str:
+def dataset_card(manifest: Manifest, sample: DatasetSample, title: str, plots: list[str] = ()) -> str:
+    """`plots`: markdown lines of the plots section (gecko_factory.plots.plots_markdown), shown
+    after the judge-score table they picture."""
     c, u = manifest.counts, manifest.llm_usage
     skipped = ", ".join(f"{k}: {v}" for k, v in c.skipped.items()) or "none"
     lines = [
@@ -166,7 +168,7 @@ def dataset_card(manifest: Manifest, sample: DatasetSample, title: str) -> str:
                          ("positive's retrieval rank", sample.positive_retrieval_rank)):
         s = ScoreSummary.of(values)
         lines.append(f"| {name} | {s.n} | {_num(s.mean)} | {_num(s.median)} | {_num(s.min)} | {_num(s.max)} |")
-    lines += ["", f"## Sample examples ({len(sample.examples)})", ""]
+    lines += ["", *plots, f"## Sample examples ({len(sample.examples)})", ""]
     for i, ex in enumerate(sample.examples, 1):
         lines += [
             f"**{i}. {_cell(ex.task_type)}** — {_cell(ex.task)}", "",
@@ -196,7 +198,12 @@ def audit_section(manifest: Manifest) -> list[str]:
 
 
 def run_card(run_dir: Path) -> tuple[list[dict], str]:
-    """(shard table rows, markdown card) of a run folder whose manifest has been written."""
+    """(shard table rows, markdown card) of a run folder whose manifest has been written. The
+    plots are rendered into `<run>/plots/` first and the card links them by path relative to the
+    run folder (a README.md there); `plots.inline_images` makes that a card for the Prefect UI."""
+    from gecko_factory.plots import plots_markdown, render_plots
+
     manifest, per_shard = read_manifest(run_dir), read_shard_summaries(run_dir)
     files = [run_dir / "shards" / s.file for s in sorted(per_shard, key=lambda s: s.shard)]
-    return shard_table(manifest, per_shard), dataset_card(manifest, read_rows(files), run_dir.name)
+    plots = plots_markdown(render_plots(run_dir), run_dir)
+    return shard_table(manifest, per_shard), dataset_card(manifest, read_rows(files), run_dir.name, plots)
