@@ -21,6 +21,7 @@ from rich.table import Table
 
 from flows.cli_audit import audit
 from flows.cli_common import console, quiet_prefect, require_run, server_start_hint
+from flows.cli_export import export
 from flows.cli_options import options_command
 from flows.cli_versions import refresh, versions
 from gecko_factory.options import RunOptions
@@ -175,16 +176,22 @@ def train_cmd(
 
 def eval_cmd(
     model: str = typer.Argument(..., help="model folder, or all-MiniLM-L6-v2"),
+    beir: Optional[Path] = typer.Option(None, help="a BEIR data set, folder or zip (corpus.jsonl, "
+                                        "queries.jsonl, qrels/SPLIT.tsv); default: SciFact"),
+    split: str = typer.Option("test", help="the qrels split to score"),
     scifact_zip: Optional[Path] = typer.Option(None, help="default: ../shared/data/scifact.zip"),
     dims: Optional[str] = typer.Option(None, help="Matryoshka dims, e.g. 384,256,128,64"),
 ) -> None:
-    """BEIR SciFact test retrieval: nDCG@10 and Recall@100 per dim (exact search)."""
+    """Retrieval on a BEIR data set (SciFact by default): nDCG@10 and Recall@100 per dim (exact search)."""
     from gecko_factory.embed import resolve_encoder_path
-    from gecko_factory.evaluate import DatasetUnavailable, evaluate, load_scifact
+    from gecko_factory.evaluate import DatasetUnavailable, evaluate, load_beir, load_scifact
 
     try:
-        dataset = load_scifact(scifact_zip)
+        dataset = load_beir(beir, split) if beir else load_scifact(scifact_zip, split)
     except DatasetUnavailable as exc:
+        if beir:  # asked for by name: its absence is an error, not a skip
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1)
         console.print(f"[yellow]skipped:[/yellow] {exc}")
         raise typer.Exit(0)
     path = resolve_encoder_path(model) if model == "all-MiniLM-L6-v2" else Path(model)
@@ -248,6 +255,7 @@ for _name, _command in (
     ("train", train_cmd),
     ("eval", eval_cmd),
     ("inspect", inspect),
+    ("export", export),
     ("refresh", refresh),
     ("versions", versions),
     ("audit", audit),

@@ -40,7 +40,8 @@ def test_module_and_console_script_list_the_same_commands():
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert as_module.returncode == 0 and script.returncode == 0, as_module.stderr + script.stderr
     commands = _commands(script.stdout)
-    assert commands == ["run", "status", "resume", "train", "eval", "inspect", "refresh", "versions", "audit"]
+    assert commands == ["run", "status", "resume", "train", "eval", "inspect", "export", "refresh", "versions",
+                        "audit"]
     assert _commands(as_module.stdout) == commands
 
 
