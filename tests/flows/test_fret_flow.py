@@ -132,6 +132,19 @@ def test_no_secret_in_any_output(finished_run):
             assert KEY.encode() not in f.read_bytes(), f
 
 
+def test_the_run_folder_is_a_hugging_face_data_set(finished_run, tmp_path):
+    """The flow writes README.md with the manifest: `load_dataset(run_dir)` gives the rows."""
+    datasets = pytest.importorskip("datasets")
+    run_dir, m, _ = finished_run
+    readme = (run_dir / "README.md").read_text()
+    assert readme.startswith("---\n") and "license: unknown" in readme and "# FRet data set: fret" in readme
+    rows = datasets.load_dataset(str(run_dir), split="train", cache_dir=str(tmp_path))
+    expected = pl.read_parquet(sorted((run_dir / "shards").glob("part-*.parquet")))
+    assert rows.num_rows == m["counts"]["examples"] == expected.height
+    assert rows.features == datasets.Features.from_arrow_schema(FRET_SCHEMA)
+    assert sorted(rows["example_id"]) == sorted(expected["example_id"])
+
+
 def test_cli_inspect(finished_run):
     from flows.cli import app
 
