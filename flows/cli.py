@@ -6,23 +6,21 @@ lists them). The command modules it imports do not import it back (see cli_commo
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from flows.cli_audit import audit
 from flows.cli_common import console, quiet_prefect, require_run, server_start_hint
 from flows.cli_export import export
 from flows.cli_options import options_command
+from flows.cli_progress import watch_run
 from flows.cli_versions import refresh, versions
 from gecko_factory.options import RunOptions
 
@@ -56,24 +54,8 @@ app = _Program(add_completion=False, no_args_is_help=True,
 
 
 def _watch(run_dir: Path, stop: threading.Event) -> None:
-    """Progress from the files the flow commits: shard markers, counted against plan.json."""
-    with Progress(TextColumn("[bold]FRet shards"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[examples]} examples"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        bar = progress.add_task("shards", total=None, examples=0)
-        while not stop.wait(0.5):
-            try:
-                plan = json.loads((run_dir / "plan.json").read_text())
-            except (OSError, ValueError):
-                continue
-            markers = list((run_dir / "shards").glob("part-*.done.json"))
-            rows = 0
-            for m in markers:
-                try:
-                    rows += json.loads(m.read_text())["rows"]
-                except (OSError, ValueError, KeyError):
-                    pass
-            progress.update(bar, total=len(plan["shards"]), completed=len(markers), examples=rows)
+    """Progress from the files the run writes: live bars in a terminal (flows/cli_progress.py)."""
+    watch_run(run_dir, stop, console)
 
 
 def run(

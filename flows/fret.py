@@ -27,7 +27,7 @@ from gecko_factory.llm.settings import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
 from gecko_factory.options import RunOptions
-from tasks.artifacts import ShardProgress, publish_task
+from tasks.artifacts import ProgressArtifact, publish_task
 from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_retries, shard_task
 from tasks.llm_endpoint import llm_endpoint
 
@@ -129,27 +129,28 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
     judge_mode = config.judge_mode
     invocation = uuid.uuid4().hex
     plan = plan_task(config.model_dump(mode="json"), run_dir, force)
-    index = index_task(run_dir)
-    with llm_endpoint(settings) as base_url:
-        # An endpoint down at the start fails fast (a wrong URL should not cost minutes); one that
-        # goes down mid-run is waited for (`shard_retries`), since shards are then half done.
-        mode = probe_task(base_url, judge_mode)
-        progress = ShardProgress(run_dir, plan["shards"])
-        with shard_runner(options) as runner:
-            futures = {
-                runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}",
-                                                      **shard_retries(settings)), parameters=dict(
-                    run_dir=run_dir, shard=shard, base_url=base_url, index_path=index["path"],
-                    judge_mode=mode, cache=options.cache, invocation=invocation,
-                    budget_usd=options.budget_usd, max_tokens=options.max_tokens)): shard
-                for shard in range(plan["shards"])
-            }
-            for future in as_completed(list(futures)):
-                future.wait()
-                progress.finished(future.state.is_completed())
-                logger.info("shard %05d %s (%d of %d shards done)", futures[future],
-                            future.state.name.lower(), progress.done, progress.total)
-            states = [f.state for f in futures]  # in shard order
+    # made before the index is built: it shows the embedding, then the seeds (every few seconds)
+    with ProgressArtifact(run_dir, plan["shards"]) as progress:
+        index = index_task(run_dir)
+        with llm_endpoint(settings) as base_url:
+            # An endpoint down at the start fails fast (a wrong URL should not cost minutes); one that
+            # goes down mid-run is waited for (`shard_retries`), since shards are then half done.
+            mode = probe_task(base_url, judge_mode)
+            with shard_runner(options) as runner:
+                futures = {
+                    runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}",
+                                                          **shard_retries(settings)), parameters=dict(
+                        run_dir=run_dir, shard=shard, base_url=base_url, index_path=index["path"],
+                        judge_mode=mode, cache=options.cache, invocation=invocation,
+                        budget_usd=options.budget_usd, max_tokens=options.max_tokens)): shard
+                    for shard in range(plan["shards"])
+                }
+                for future in as_completed(list(futures)):
+                    future.wait()
+                    progress.finished(future.state.is_completed())
+                    logger.info("shard %05d %s (%d of %d shards done)", futures[future],
+                                future.state.name.lower(), progress.done, progress.total)
+                states = [f.state for f in futures]  # in shard order
     stopped = [i for i, s in enumerate(states)
                if not s.is_completed() and isinstance(s.result(raise_on_failure=False), BudgetExhausted)]
     failed = {shard: s.message or s.name for shard, s in enumerate(states)

@@ -76,13 +76,15 @@ EMBED_CHUNK = 8192  # corpus rows read and embedded at a time (the encoder bucke
 def build_index(req: IndexRequest) -> IndexInfo:
     import time
 
+    corpus = pq.ParquetFile(req.corpus_path)
+    progress = IndexProgress(req.progress_file, corpus.metadata.num_rows)  # "loading": seconds
     encoder = Encoder.load(req.encoder)
     final = req.cache_dir / index_key(req, encoder.fingerprint)
     meta_path = final / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         log.info("index: reusing %s (%d vectors)", final, meta["count"])
-        IndexProgress(req.progress_file, meta["count"]).state("reused", embedded=meta["count"])
+        progress.state("reused", embedded=meta["count"], total=meta["count"])
         return IndexInfo(final, meta["count"], meta["dim"], True, 0.0)
 
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
@@ -91,11 +93,10 @@ def build_index(req: IndexRequest) -> IndexInfo:
     # The corpus is read and embedded a chunk at a time into a memory-mapped embeddings file:
     # holding every text at once cost ~2.4 KiB per paragraph at peak (bench/scale.py), more than
     # the index and the embeddings themselves.
-    corpus = pq.ParquetFile(req.corpus_path)
     vectors = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32,
                                         shape=(corpus.metadata.num_rows, encoder.dim))
     ids: list[str] = []
-    progress = IndexProgress(req.progress_file, corpus.metadata.num_rows)
+    progress.state("embedding")
     t0 = time.perf_counter()
     for batch in corpus.iter_batches(batch_size=EMBED_CHUNK, columns=["id", "title", "text"]):
         texts = [passage_text(t, x) for t, x in zip(batch.column("title").to_pylist(),

@@ -74,23 +74,28 @@ class ProgressFile:
 
 
 class IndexProgress:
-    """The index build's snapshot: paragraphs embedded of all, then the graph build."""
+    """The index build's snapshot: loading the encoder (seconds, before anything is known to be
+    reused), paragraphs embedded of all, then the graph build."""
 
     def __init__(self, path: Path | None, total: int):
-        self.file = None if path is None else ProgressFile(path, stage="index", state="embedding",
-                                                           total=total, embedded=0, seconds=0.0,
-                                                           embed_seconds=0.0)
-        self.t0, self.embedded = time.perf_counter(), 0
+        self.file = None if path is None else ProgressFile(path, stage="index", total=total, embedded=0,
+                                                           seconds=0.0, embed_seconds=0.0)
+        self.t0 = self.t_embed = time.perf_counter()
+        self.embedded = 0
+        self.state("loading")
 
     def embedded_batch(self, n: int) -> None:
         self.embedded += n
         if self.file:
-            seconds = round(time.perf_counter() - self.t0, 2)
+            now = time.perf_counter()
             self.file.update(force=self.embedded == self.file.fields["total"], embedded=self.embedded,
-                             seconds=seconds, embed_seconds=seconds)
+                             seconds=round(now - self.t0, 2), embed_seconds=round(now - self.t_embed, 2))
 
     def state(self, state: str, **fields) -> None:
-        """building | done | reused: always written (a state change is rare and worth seeing)."""
+        """loading | embedding | building | done | reused: always written (a state change is rare
+        and worth seeing)."""
+        if state == "embedding":
+            self.t_embed = time.perf_counter()  # the rate is of the embedding, not the load
         if self.file:
             self.file.update(force=True, state=state, seconds=round(time.perf_counter() - self.t0, 2),
                              **fields)
@@ -153,7 +158,7 @@ def _duration(seconds: float) -> str:
 
 @dataclass
 class IndexView:
-    state: str  # embedding | building | done | reused
+    state: str  # loading | embedding | building | done | reused
     embedded: int
     total: int
     seconds: float  # since the build started
@@ -170,6 +175,8 @@ class IndexView:
         if self.state == "reused":
             return f"index reused ({self.total:,} paragraphs)"
         rate = "" if self.rate is None else f", {self.rate:,.0f} paragraphs/s"
+        if self.state == "loading":
+            return f"loading the encoder to index {self.total:,} paragraphs"
         what = {"embedding": "embedding", "building": "building the HNSW graph after embedding",
                 "done": "indexed"}.get(self.state, self.state)
         return f"{what} {self.embedded:,} of {self.total:,} paragraphs{rate}, {_duration(self.seconds)}"
@@ -211,7 +218,9 @@ class RunProgress:
 
     @property
     def indexing(self) -> bool:
-        return self.index is not None and self.index.state in ("embedding", "building")
+        """Before the LLM stage: no index snapshot yet (the flow is planning or starting the
+        build), or one that is not done."""
+        return self.index is None or self.index.state in ("loading", "embedding", "building")
 
     def llm_line(self) -> str:
         """calls/s, tokens, cost when priced, ETA: what the seed bar shows beside its count."""
@@ -226,10 +235,13 @@ class RunProgress:
             parts.append(f"ETA {_duration(self.eta_s)}")
         return " · ".join(parts)
 
+    def index_line(self) -> str:
+        return self.index.line() if self.index else "planned; the index build is starting"
+
     def describe(self) -> str:
         """One plain line, for a log: the index while it is built, then the seeds."""
         if self.indexing:
-            return f"{self.index.line()}; then {self.seeds_total:,} seeds"
+            return f"{self.index_line()}; then {self.seeds_total:,} seeds"
         shards = f"{self.shards_done} of {self.shards_total} shards done"
         return " · ".join(x for x in (self.seeds_line(), shards, self.llm_line()) if x)
 

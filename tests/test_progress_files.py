@@ -77,7 +77,11 @@ def test_reader_sums_this_runs_snapshots_and_the_done_markers(tmp_path):
     reader = ProgressReader(run, since=time.time() - 60)  # this run began a minute ago
     assert reader.read().seeds_done == 0  # the stale snapshot does not count
 
+    assert reader.read().indexing  # planned, no index snapshot yet
     ix = IndexProgress(index_progress_file(run), total=100)
+    assert "loading the encoder to index 100 paragraphs" in reader.read().describe()
+    ix.state("embedding")
+    ix.file.every_s = 0  # no wait between writes here
     ix.embedded_batch(64)
     p = reader.read()
     assert p.indexing and "embedding 64 of 100 paragraphs" in p.describe()

@@ -71,9 +71,15 @@ def test_card_and_progress(artifact_run):
     assert f"| relabel rate (positive ≠ seed) | {rate:.1%} (" in card
     assert f"| examples | 20 of 20 seeds |" in card and "## Task types" in card
     assert KEY not in card and "scripted" in card  # the model name, never the key
+    # the plots are inline (the UI has no files beside the card) and are the run folder's files
+    assert card.count("](data:image/png;base64,") == 2 and "](plots/" not in card
+    assert sorted(p.name for p in (run_dir / "plots").iterdir()) == ["scores.png", "shards.png"]
     progress = artifacts[PROGRESS_KEY]
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert "3 of 3 shards done" in progress.description
+    # seed level, with this run's LLM figures (the scripted server is unpriced: no cost)
+    assert "20 of 20 seeds (100%)" in progress.description and "calls/s" in progress.description
+    assert "$" not in progress.description
 
 
 def test_bad_task_runner_fails_before_any_work(tmp_path, prefect_harness):
@@ -114,8 +120,12 @@ def test_a_failed_run_still_publishes_with_the_failed_shard(artifact_run, script
     assert state.is_failed()
     artifacts = artifacts_of(state.state_details.flow_run_id)
     progress = artifacts[PROGRESS_KEY]
-    assert float(progress.data) == pytest.approx(200 / 3)
+    # seed level: the failed shard's seeds are not done (it committed nothing)
+    shards = RunPlan.load(run_dir).shards
+    done_seeds = len(shards[0]) + len(shards[2])
+    assert float(progress.data) == pytest.approx(100 * done_seeds / 20)
     assert "2 of 3 shards done, 1 failed or stopped" in progress.description
+    assert f"{done_seeds} of 20 seeds" in progress.description
     rows = artifacts[SHARDS_KEY].data
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert [r["state"] for r in rows] == ["done", "failed", "done"]
