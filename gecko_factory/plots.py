@@ -109,9 +109,12 @@ def shards_png(shards: list[tuple[int, int, int, dict[str, int]]]) -> bytes:
 
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     fig.suptitle(f"Per shard ({len(shards):,} committed)", fontsize=11)
-    rate_ax, skip_ax = fig.subplots(1, 2)
+    rate_ax, skip_ax = fig.subplots(1, 2, sharex=True)  # shard numbers line up, bars or not
     xs = [s[0] for s in shards]
     rate_ax.bar(xs, [100.0 * s[2] / s[1] if s[1] else 0.0 for s in shards], color=POSITIVE)
+    if not any(s[2] for s in shards):
+        rate_ax.text(0.5, 0.5, "no relabels", ha="center", va="center", transform=rate_ax.transAxes,
+                     fontsize=9, color="grey")
     rate_ax.set_title(f"relabelled: {sum(s[2] for s in shards):,} of {sum(s[1] for s in shards):,} rows",
                       fontsize=9)
     rate_ax.set_xlabel("shard", fontsize=9)

@@ -3,12 +3,14 @@
 A `prefect server start` of its own (own PREFECT_HOME, a free port, PREFECT_UI_API_URL set, or
 the UI cannot find its API), the `gecko-factory run` CLI against it and the scripted LLM server,
 then Playwright on Debian's /usr/bin/chromium opens the flow run's Artifacts tab and both
-artifact pages, and checks the numbers against the run's stats.json and manifest.json.
+artifact pages, and checks the numbers against the run's stats.json and manifest.json, and
+that the card shows the run's plots (inline PNGs, decoded by the browser).
 Screenshots: printed, and copied to runs/ui-check/ (gitignored) for a person to look at.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -80,7 +82,9 @@ def test_flow_run_page_shows_the_shard_table_and_the_card(ui_run, prefect_server
             page.locator("li.p-tab", has_text="Artifacts").click()  # the run page's tabs are <li>s
             for key in (PROGRESS_KEY, SHARDS_KEY, CARD_KEY):  # one card per artifact on the tab
                 expect(page.locator(".artifact-card", has_text=key).first).to_be_visible(timeout=30_000)
-            expect(page.locator(".artifact-card", has_text=PROGRESS_KEY)).to_contain_text("3 of 3 shards done")
+            progress = page.locator(".artifact-card", has_text=PROGRESS_KEY)
+            expect(progress).to_contain_text("3 of 3 shards done")
+            expect(progress).to_contain_text("12 of 12 seeds")  # seed level
             assert "Something went wrong" not in page.content()
             _screenshot(page, tmp_path, "flow-run.png")
 
@@ -101,6 +105,20 @@ def test_flow_run_page_shows_the_shard_table_and_the_card(ui_run, prefect_server
             expect(page.get_by_text("relabel rate (positive ≠ seed)")).to_be_visible(timeout=30_000)
             expect(page.get_by_text(f"{rate} ({manifest['counts']['relabelled']} of 12)")).to_be_visible()
             expect(page.get_by_text("12 of 12 seeds")).to_be_visible()
+            # the plots: inline PNGs the UI's markdown renders (decoded, with their real size),
+            # the same bytes as the run folder's plots/*.png
+            images = page.locator("img[src^='data:image/png;base64,']")
+            expect(images).to_have_count(2, timeout=30_000)
+            for i, name in enumerate(("scores", "shards")):
+                img = images.nth(i)
+                img.scroll_into_view_if_needed()
+                expect(img).to_be_visible()
+                page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+                assert img.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1000, 320]
+                src = img.get_attribute("src")
+                assert base64.b64decode(src.split(",", 1)[1]) == (run_dir / "plots" / f"{name}.png").read_bytes()
             _screenshot(page, tmp_path, "data-set-card.png")
+            images.first.screenshot(path=str(tmp_path / "plot-in-ui.png"))
+            shutil.copy(tmp_path / "plot-in-ui.png", COPY_TO / "plot-in-ui.png")
         finally:
             browser.close()
