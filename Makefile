@@ -10,8 +10,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 
 # make run: the main job on the embedded defaults (see README for what it makes and how long).
+# The sample is Wikipedia text: its data set carries Wikipedia's licence.
 RUN_OUT ?= runs/sample
-RUN_ARGS ?= --limit 12 --candidates 5 --shard-size 4
+RUN_ARGS ?= --limit 12 --candidates 5 --shard-size 4 --license cc-by-sa-4.0
 
 .PHONY: setup run test test-fast bench inspect train eval experiment-data experiment server server-stop deploy refresh versions audit clean
 setup: $(VENV)/.stamp-llama $(VENV)/.stamp-model
