@@ -15,7 +15,7 @@ from gecko_factory.config import FretConfig
 from gecko_factory.corpus import CorpusSpec
 from gecko_factory.manifest import write_manifest
 from gecko_factory.plan import plan_run
-from gecko_factory.plots import PLOTS_DIR, inline_images, read_scores, render_plots
+from gecko_factory.plots import PLOTS_DIR, inline_images, read_scores, render_plots, scores_png
 from gecko_factory.schemas import FretRow, ShardStats
 from gecko_factory.shards import commit_shard, hash_ids, shard_config_hash
 
@@ -33,8 +33,7 @@ def _row(seed: str, others: list[str], i: int, ql: bool) -> FretRow:
         "judge_mode": "one_pass", "fusion": "rrf", "llm_model": "m", "judge_model": "m", "prompt_version": "v"})
 
 
-@pytest.fixture(params=[True, False], ids=["ql+rc", "rc_only"])
-def run_dir(request, tmp_path, wiki_sample):
+def _make_run(tmp_path, wiki_sample, ql: bool):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in wiki_sample[:10]))
     run = tmp_path / "run"
@@ -42,11 +41,28 @@ def run_dir(request, tmp_path, wiki_sample):
     ids = [i for shard in plan.shards for i in shard]
     for shard in (0, 1):
         seeds = plan.shards[shard]
-        rows = [_row(s, [x for x in ids if x != s][:2], i, request.param) for i, s in enumerate(seeds[:-1])]
+        rows = [_row(s, [x for x in ids if x != s][:2], i, ql) for i, s in enumerate(seeds[:-1])]
         stats = ShardStats(seeds=len(seeds), skipped={"invalid_llm_output": 1}, relabelled=1)
         commit_shard(run, shard, rows, hash_ids(seeds), shard_config_hash(plan.config_hash, "one_pass"), stats)
     write_manifest(run, {})
     return run
+
+
+@pytest.fixture
+def run_dir(tmp_path, wiki_sample):
+    return _make_run(tmp_path, wiki_sample, ql=True)
+
+
+@pytest.fixture
+def rc_only_run(tmp_path, wiki_sample):
+    return _make_run(tmp_path, wiki_sample, ql=False)
+
+
+def test_rc_only_rows_have_no_ql_and_still_plot(rc_only_run):
+    scores = read_scores(sorted((rc_only_run / "shards").glob("part-*.parquet")))
+    assert scores.rows == 6 and scores.positive["ql"] == scores.negative["ql"] == []
+    assert scores.positive["rc"] == [-0.1] * 6
+    assert scores_png(scores).startswith(PNG)  # the QL panel says "not scored"
 
 
 def test_scores_are_the_positives_and_negatives_of_each_row(run_dir):
@@ -54,9 +70,9 @@ def test_scores_are_the_positives_and_negatives_of_each_row(run_dir):
     assert scores.rows == 6 and not scores.truncated
     assert scores.positive["rc"] == [-0.1] * 6 and scores.negative["rc"] == pytest.approx([-0.3] * 6)
     assert scores.positive["fused_score"] == [2.0] * 6
-    if scores.positive["ql"]:  # the seed's QL is -i - 10, the negative's -i - 30
-        assert scores.positive["ql"] == [-10.0, -11.0, -12.0] * 2
-        assert scores.negative["ql"] == [-30.0, -31.0, -32.0] * 2
+    # the seed's QL is -i - 10, the negative's -i - 30
+    assert scores.positive["ql"] == [-10.0, -11.0, -12.0] * 2
+    assert scores.negative["ql"] == [-30.0, -31.0, -32.0] * 2
     assert read_scores(sorted((run_dir / "shards").glob("part-*.parquet")), max_rows=4).truncated
 
 
@@ -71,11 +87,11 @@ def test_plots_are_pngs_in_the_run_folder_linked_from_the_card(run_dir):
         assert imread(p.path).shape[:2] == (320, 1000)  # 10 x 3.2 in at 100 dpi
         assert 5_000 < len(data) < 150_000
     assert not list((run_dir / PLOTS_DIR).glob("*.tmp"))
-    # the same files make the same bytes (no timestamp or version in the PNG)
+    # the same rows make the same bytes (no timestamp or version in the PNG)
     before = {p.name: p.path.read_bytes() for p in plots}
-    assert {p.name: p.path.read_bytes() for p in render_plots(run_dir)} == before
+    assert scores_png(read_scores(sorted((run_dir / "shards").glob("part-*.parquet")))) == before["scores"]
 
-    _, card = run_card(run_dir)
+    _, card = run_card(run_dir)  # renders them again, into the same files
     assert "![Judge scores of positives vs hard negatives](plots/scores.png)" in card
     assert card.index("## Plots") < card.index("## Sample examples")
     inline = inline_images(card, run_dir)
