@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gecko_factory.llm.budget import cost_usd
+
 log = logging.getLogger(__name__)
 
 PROGRESS_DIR = "progress"
@@ -123,8 +125,7 @@ class SeedProgress:
         fields = {"seeds_done": self.seeds_done, **{k: u.get(k, 0) for k in
                   ("calls", "prompt_tokens", "completion_tokens", "cache_hits")}}
         if any(self.prices):  # "when priced": the embedded model and unknown models cost nothing
-            fields["cost_usd"] = (fields["prompt_tokens"] * self.prices[0]
-                                  + fields["completion_tokens"] * self.prices[1]) / 1e6
+            fields["cost_usd"] = cost_usd(fields["prompt_tokens"], fields["completion_tokens"], self.prices)
         return fields
 
     async def _tick(self) -> None:
