@@ -14,8 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 # The embedded server's judge when the user names none (GECKO_LLM_JUDGE_MODEL); chosen by the
-# judge audit (README, "Auditing the judge").
-EMBEDDED_JUDGE_MODEL = EMBEDDED_MODEL_NAME
+# judge audit (README, "Auditing the judge"): on SciFact train claims the 1.5B's fused choice is
+# right where the 0.5B's RC signal is below chance, so the small model writes and the 1.5B judges.
+EMBEDDED_JUDGE_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 
 
 class LLMSettings(BaseSettings):
