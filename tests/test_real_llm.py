@@ -1,4 +1,6 @@
-"""The real embedded LLM (Qwen2.5-Coder 0.5B GGUF on llama.cpp), end to end. Minutes on 2 cores."""
+"""The real embedded LLMs (Qwen2.5-Coder GGUFs on llama.cpp: the 0.5B writer, the 1.5B judge), end to end.
+
+Minutes on 2 cores."""
 
 from __future__ import annotations
 
@@ -85,11 +87,14 @@ def test_one_pass_ql_is_the_two_prompt_ql(embedded):
 
 
 def test_default_flow_starts_the_embedded_server(tmp_path, small_corpus, prefect_harness, monkeypatch):
-    """No base URL set: the flow starts its own llama.cpp server and writes real FRet rows."""
+    """No base URL set: the flow starts its own llama.cpp server (writer and judge) and writes real
+    FRet rows."""
     from flows.fret import fret_flow
     from gecko_factory.options import RunOptions
 
-    for k in ("OPENAI_BASE_URL", "GECKO_LLM_BASE_URL", "GECKO_LLM_MODEL"):
+    from gecko_factory.llm.settings import EMBEDDED_JUDGE_MODEL, EMBEDDED_MODEL_NAME
+
+    for k in ("OPENAI_BASE_URL", "GECKO_LLM_BASE_URL", "GECKO_LLM_MODEL", "GECKO_LLM_JUDGE_MODEL"):
         monkeypatch.delenv(k, raising=False)
     m = fret_flow(run_dir=str(tmp_path / "run"),
                   options=RunOptions(corpus=small_corpus, limit=3, candidates=4, shard_size=3))
@@ -99,5 +104,7 @@ def test_default_flow_starts_the_embedded_server(tmp_path, small_corpus, prefect
     assert m["counts"]["examples"] >= 2
     df = pl.read_parquet(sorted((tmp_path / "run" / "shards").glob("part-*.parquet")))
     for row in df.iter_rows(named=True):
-        assert row["query"] and row["task"] and row["llm_model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+        # the small model writes, the audited judge scores (one embedded server serves both)
+        assert row["query"] and row["task"] and row["llm_model"] == EMBEDDED_MODEL_NAME
+        assert row["judge_model"] == EMBEDDED_JUDGE_MODEL
         assert all(c["ql"] is not None and c["ql"] < 0 and c["rc"] <= 0 for c in row["candidates"])
