@@ -1,14 +1,18 @@
 """FRet run folders -> (query, positive, negative) text triples -> shuffled batches.
 
-Shards are scanned lazily with polars (only the text columns are read, never `candidates`), and
-the train/validation split is a hash of `seed_id`, so every query generated from one paragraph
-lands on the same side, whatever the shard layout or the number of runs.
+Shards are scanned lazily with polars (only the text columns are read, and `candidates` only when
+a distillation teacher is asked for), and the train/validation split is a hash of `seed_id`, so
+every query generated from one paragraph lands on the same side, whatever the shard layout or the
+number of runs. With a teacher, each example also carries its judged candidates' texts (from the
+corpus.parquet of the run folder that wrote its shard: the text the judge read) and their
+teacher logits; a candidate without text or score is left out and counted, never silently.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +25,7 @@ from gecko_factory.versions import VERSION_FILE, version_shards
 
 Pairing = Literal["llm", "seed_random"]
 Split = Literal["train", "validation"]
+TeacherScore = Literal["fused", "ql", "rc"]
 
 _LLM_COLUMNS = [
     "example_id", "seed_id", "task", "query",
@@ -35,16 +40,39 @@ class Triples:
     queries: list[str]
     positives: list[str]
     negatives: list[str]
+    # With a teacher: per example, its usable candidates' texts and teacher logits (same order).
+    candidates: list[list[str]] | None = None
+    teacher: list[list[float]] | None = None
+    # candidates read, used, and left out by reason (text_missing, score_missing), and the
+    # queries left without a target; what a run lost is counted, never silent
+    teacher_counts: Counter = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return len(self.queries)
 
     def take(self, index: Sequence[int]) -> "Triples":
-        return Triples(
-            [self.queries[i] for i in index],
-            [self.positives[i] for i in index],
-            [self.negatives[i] for i in index],
-        )
+        pick = (lambda xs: None if xs is None else [xs[i] for i in index])
+        return Triples(pick(self.queries), pick(self.positives), pick(self.negatives),
+                       pick(self.candidates), pick(self.teacher))
+
+    def passages(self) -> tuple[list[str], list[list[int]]]:
+        """The passages one forward embeds, positives then negatives (rows 0..2B-1, as the
+        contrastive loss reads them), then every candidate text not among them yet; and for
+        each example the rows of its candidates. A text is embedded once per batch."""
+        texts = self.positives + self.negatives
+        if self.candidates is None:
+            return texts, []
+        row_of: dict[str, int] = {}
+        for i, text in enumerate(texts):
+            row_of.setdefault(text, i)
+        index = []
+        for cands in self.candidates:
+            for text in cands:
+                if text not in row_of:
+                    row_of[text] = len(texts)
+                    texts.append(text)
+            index.append([row_of[text] for text in cands])
+        return texts, index
 
 
 def shard_files(run_dir: str | Path) -> list[Path]:
@@ -61,11 +89,13 @@ def is_validation(seed_id: str, val_fraction: float) -> bool:
     return stable_fraction(seed_id) < val_fraction
 
 
-def scan_run(run_dir: str | Path) -> pl.LazyFrame:
+def scan_run(run_dir: str | Path, columns: Sequence[str] = _LLM_COLUMNS) -> pl.LazyFrame:
+    """The rows' `columns`, plus `shard` (the file each row came from) when asked for."""
+    paths = "shard" if "shard" in columns else None
     if Path(run_dir, VERSION_FILE).exists():
         # A version: each listed shard minus its excluded examples (their seed, positive or
         # negative left the corpus). Per shard, since a redone seed keeps its example id.
-        parts = [pl.scan_parquet(str(path)).select(_LLM_COLUMNS)
+        parts = [pl.scan_parquet(str(path), include_file_paths=paths).select(columns)
                  .filter(~pl.col("example_id").is_in(sorted(excluded)))
                  for path, excluded in version_shards(Path(run_dir))]
         if parts:
@@ -73,7 +103,7 @@ def scan_run(run_dir: str | Path) -> pl.LazyFrame:
     files = shard_files(run_dir)
     if not files:
         raise FileNotFoundError(f"no finished shards in {Path(run_dir, 'shards')}")
-    return pl.scan_parquet([str(f) for f in files]).select(_LLM_COLUMNS)
+    return pl.scan_parquet([str(f) for f in files], include_file_paths=paths).select(columns)
 
 
 def load_triples(
@@ -82,11 +112,17 @@ def load_triples(
     val_fraction: float = 0.02,
     pairing: Pairing = "llm",
     seed: int = 0,
+    teacher: TeacherScore | None = None,
 ) -> Triples:
-    """All examples of `split` from every run, in a fixed order (run, then example_id)."""
+    """All examples of `split` from every run, in a fixed order (run, then example_id); with
+    `teacher`, each with its judged candidates (`teacher_logits` says how they are scored)."""
     out = Triples([], [], [])
+    columns = _LLM_COLUMNS + (["positive_id", "negative_id", "candidates", "shard"]
+                              if teacher else [])
+    if teacher:
+        out.candidates, out.teacher = [], []
     for run_index, run_dir in enumerate(run_dirs):
-        frame = scan_run(run_dir).sort("example_id").collect()
+        frame = scan_run(run_dir, columns).sort("example_id").collect()
         keep = [is_validation(s, val_fraction) == (split == "validation")
                 for s in frame["seed_id"].to_list()]
         frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
@@ -101,7 +137,80 @@ def load_triples(
             out.negatives += neg
         else:
             raise ValueError(f"unknown pairing {pairing!r}; expected 'llm' or 'seed_random'")
+        if teacher:
+            _add_candidates(out, frame, teacher)
     return out
+
+
+def teacher_logits(candidates: Sequence[dict], score: TeacherScore, query: str
+                   ) -> list[float | None]:
+    """The judge's logit for each candidate of one query (None where the judge gave none).
+
+    The three signals live on different scales, so each is put on a log-probability-like one:
+    - `rc`, log p("Yes" | query, passage), is used as it is: softmax over candidates at
+      temperature 1 is p(Yes) renormalised over them, so a judge that hesitates gives a flat target.
+    - `ql`, log p(query | passage), is a sum over the query's tokens: every candidate of a query
+      sums the same tokens, so differences are log-likelihood ratios (softmax = p(passage | query)
+      under a uniform prior, as in UPR), but they grow with the query's length (tens of nats on a
+      20-word query: one-hot targets). It is divided by the query's word count: the row does not
+      record the judge's token count, and words, unlike another tokenizer's pieces, do not depend
+      on the student. Per query this is a constant, i.e. a temperature proportional to length.
+    - `fused` is the fusion's R = sum_s w_s / rank_s (fusion.py): already rank-based and bounded
+      by the weights (0..2 under RRF), so it is used as it is; equal scores get equal mass.
+    """
+    if score == "fused":
+        return [c["fused_score"] for c in candidates]
+    if score == "rc":
+        return [c["rc"] for c in candidates]
+    if score == "ql":
+        words = max(1, len(query.split()))
+        return [None if c["ql"] is None else c["ql"] / words for c in candidates]
+    raise ValueError(f"unknown teacher score {score!r}; expected fused, ql or rc")
+
+
+def _add_candidates(out: Triples, frame: pl.DataFrame, score: TeacherScore) -> None:
+    """Append each row's usable candidates (text known, teacher score present) to `out`."""
+    needed: dict[Path, set[str]] = {}
+    rows = frame.select("shard", "query", "positive_id", "negative_id", "positive_title",
+                        "positive_text", "negative_title", "negative_text",
+                        "candidates").to_dicts()
+    for row in rows:
+        folder = Path(row["shard"]).parent.parent  # <run>/shards/part-*.parquet
+        needed.setdefault(folder, set()).update(c["id"] for c in row["candidates"])
+    texts = {folder: _corpus_texts(folder, ids) for folder, ids in needed.items()}
+    counts = out.teacher_counts
+    for row in rows:
+        corpus = texts[Path(row["shard"]).parent.parent]
+        own = {row[f"{side}_id"]: format_document(row[f"{side}_title"], row[f"{side}_text"])
+               for side in ("positive", "negative")}  # what the row itself carries, as judged
+        logits = teacher_logits(row["candidates"], score, row["query"])
+        cands, scores = [], []
+        for cand, logit in zip(row["candidates"], logits):
+            counts["candidates"] += 1
+            text = own.get(cand["id"]) or corpus.get(cand["id"])
+            if text is None:
+                counts["text_missing"] += 1
+            elif logit is None:
+                counts["score_missing"] += 1
+            else:
+                cands.append(text)
+                scores.append(float(logit))
+        if len(cands) < 2:  # one candidate: both softmaxes are 1, nothing to learn
+            counts["queries_without_target"] += 1
+            cands, scores = [], []
+        counts["used"] += len(cands)
+        out.candidates.append(cands)
+        out.teacher.append(scores)
+
+
+def _corpus_texts(folder: Path, ids: set[str]) -> dict[str, str]:
+    """Model-ready texts of `ids` from the folder's corpus.parquet (empty when it has none)."""
+    path = folder / "corpus.parquet"
+    if not path.exists():
+        return {}
+    found = (pl.scan_parquet(str(path)).select("id", "title", "text")
+             .filter(pl.col("id").is_in(sorted(ids))).collect())
+    return dict(zip(found["id"].to_list(), _documents(found["title"], found["text"])))
 
 
 def _documents(titles: pl.Series, texts: pl.Series) -> list[str]:

@@ -128,10 +128,11 @@ class DualEncoder(nn.Module):
 # ---- Gecko's contrastive loss, and its Matryoshka average over nested dimensions --------------
 # For query i the softmax runs over
 #   * every in-batch positive p_j (p_i is the target),
-#   * every other query q_j, j != i (same-tower negatives: they stop queries from collapsing),
+#   * every other query q_j, j != i (same-tower negatives: they stop queries from collapsing;
+#     `same_tower=False` leaves them out, as most retrieval losses do),
 #   * its own hard negative n_i (or, with `all_negatives`, every in-batch hard negative n_j),
-# all scored by cosine similarity divided by the temperature. The loss takes embeddings, not
-# batches, so GradCache (train.py) can compute it on cached chunk embeddings.
+# all scored by cosine similarity divided by the temperature. The losses take embeddings, not
+# batches, so GradCache (train.py) can compute them on cached chunk embeddings.
 
 def gecko_loss(
     q: torch.Tensor,
@@ -139,14 +140,15 @@ def gecko_loss(
     n: torch.Tensor | None = None,
     temperature: float = 0.05,
     all_negatives: bool = False,
+    same_tower: bool = True,
 ) -> torch.Tensor:
     """Mean over queries of -log softmax(target). q, p, n: [B, d], already L2-normalised."""
     batch = q.size(0)
     scores = [q @ p.T]
-    same_tower = q @ q.T
-    # A query is not its own negative; -inf gives it zero weight in the softmax.
-    eye = torch.eye(batch, dtype=torch.bool, device=q.device)
-    scores.append(same_tower.masked_fill(eye, float("-inf")))
+    if same_tower:
+        # A query is not its own negative; -inf gives it zero weight in the softmax.
+        eye = torch.eye(batch, dtype=torch.bool, device=q.device)
+        scores.append((q @ q.T).masked_fill(eye, float("-inf")))
     if n is not None:
         scores.append(q @ n.T if all_negatives else (q * n).sum(-1, keepdim=True))
     logits = torch.cat(scores, dim=1) / temperature
@@ -166,15 +168,65 @@ def matryoshka_gecko_loss(
     dims: Sequence[int],
     temperature: float = 0.05,
     all_negatives: bool = False,
+    same_tower: bool = True,
 ) -> torch.Tensor:
     """Gecko's loss at each nested dim, averaged with equal weights."""
     losses = [
         gecko_loss(
             truncate(q, d), truncate(p, d), None if n is None else truncate(n, d),
-            temperature, all_negatives,
+            temperature, all_negatives, same_tower,
         )
         for d in dims
     ]
+    return torch.stack(losses).mean()
+
+
+# ---- Distillation from the judge: every judged candidate, not only p+ and p- -----------------
+# For query i with candidates c_i1..c_iN (their texts embedded in the batch's passage forward):
+#   student  s_ij = cos(q_i, c_ij) / T_student       (the same scores retrieval ranks by)
+#   teacher  t_ij = judge logit_ij / T_teacher        (data.teacher_logits: its normalisation)
+#   loss_i   = KL(softmax(t_i) || softmax(s_i)) = sum_j P_ij (log P_ij - log S_ij)
+# averaged over the queries that have at least two candidates with a score and a text (with one,
+# both softmaxes are 1 and there is nothing to learn). No Hinton T^2 factor: the student's
+# temperature is retrieval's own 0.05, so T^2 would shrink the term 400-fold; the loss weight
+# in train.py is the one knob for its share.
+
+def distill_loss(
+    q: torch.Tensor,
+    docs: torch.Tensor,
+    index: torch.Tensor,
+    teacher: torch.Tensor,
+    student_temperature: float = 0.05,
+    teacher_temperature: float = 1.0,
+) -> torch.Tensor:
+    """q: [B, d]; docs: [M, d] passage embeddings; index: [B, N] rows of `docs` (-1 = padding);
+    teacher: [B, N] judge logits (ignored where index is -1). Returns the mean KL over queries."""
+    valid = index >= 0
+    rows = valid.sum(1) >= 2
+    if not bool(rows.any()):
+        return (q * 0).sum()  # a batch with nothing to distil: zero, and still a graph
+    q, index, teacher, valid = q[rows], index[rows], teacher[rows], valid[rows]
+    cands = docs[index.clamp(min=0)]  # [B', N, d]
+    student = torch.einsum("bd,bnd->bn", q, cands) / student_temperature
+    # Padding gets -inf before the softmax (zero probability) and 0 after (no 0 * -inf = nan).
+    log_s = F.log_softmax(student.masked_fill(~valid, float("-inf")), -1).masked_fill(~valid, 0)
+    log_t = F.log_softmax((teacher.to(student.dtype) / teacher_temperature)
+                          .masked_fill(~valid, float("-inf")), -1).masked_fill(~valid, 0)
+    return (log_t.exp() * (log_t - log_s)).masked_fill(~valid, 0).sum(-1).mean()
+
+
+def matryoshka_distill_loss(
+    q: torch.Tensor,
+    docs: torch.Tensor,
+    index: torch.Tensor,
+    teacher: torch.Tensor,
+    dims: Sequence[int],
+    student_temperature: float = 0.05,
+    teacher_temperature: float = 1.0,
+) -> torch.Tensor:
+    """The distillation loss at each nested dim, averaged with equal weights."""
+    losses = [distill_loss(truncate(q, d), truncate(docs, d), index, teacher,
+                           student_temperature, teacher_temperature) for d in dims]
     return torch.stack(losses).mean()
 
 

@@ -1,12 +1,13 @@
-"""The model module: Gecko's loss against numbers worked out by hand, and the one embedding (mean
-pool + normalise) that embed, evaluate and training share."""
+"""The model module: Gecko's loss and the judge's distillation against numbers worked out by hand,
+and the one embedding (mean pool + normalise) that embed, evaluate and training share."""
 
 import math
 
 import pytest
 import torch
 
-from gecko_factory.train.model import gecko_loss, matryoshka_gecko_loss, truncate
+from gecko_factory.train.model import (distill_loss, gecko_loss, matryoshka_distill_loss,
+                                       matryoshka_gecko_loss, truncate)
 
 
 def _unit(*xs):
@@ -39,6 +40,71 @@ def test_all_negatives_adds_the_other_hard_negative():
     l1 = -math.log(math.exp(1.2) / (math.exp(1.6) + math.exp(1.2) + 1 + math.exp(-1.6) + 1))
     got = gecko_loss(q, p, n, temperature=t, all_negatives=True).item()
     assert math.isclose(got, (l0 + l1) / 2, rel_tol=1e-9)
+
+
+def test_same_tower_negatives_can_be_left_out():
+    q = torch.stack([_unit(1.0, 0.0), _unit(0.0, 1.0)])
+    p = torch.stack([_unit(0.6, 0.8), _unit(0.8, 0.6)])
+    n = torch.stack([_unit(-1.0, 0.0), _unit(0.6, -0.8)])
+    t = 0.5
+    # the hand case above without the other query's exp(0.0 / t) = 1 in each denominator
+    l0 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(1.6) + math.exp(-2.0)))
+    l1 = -math.log(math.exp(1.2) / (math.exp(1.6) + math.exp(1.2) + math.exp(-1.6)))
+    got = gecko_loss(q, p, n, temperature=t, same_tower=False).item()
+    assert math.isclose(got, (l0 + l1) / 2, rel_tol=1e-9)
+    assert gecko_loss(q, p, n, temperature=t, same_tower=True).item() > got  # more negatives
+
+
+def _kl(p: list[float], s: list[float]) -> float:
+    """KL(P || S) of two lists of logits, with the softmaxes written out."""
+    zp, zs = sum(math.exp(x) for x in p), sum(math.exp(x) for x in s)
+    return sum(math.exp(a) / zp * ((a - math.log(zp)) - (b - math.log(zs))) for a, b in zip(p, s))
+
+
+def test_distillation_by_hand():
+    # One query, three candidates at cosines 1, 0.6 and 0 (rows 2, 0, 1 of `docs`).
+    q = torch.stack([_unit(1.0, 0.0)])
+    docs = torch.stack([_unit(0.6, 0.8), _unit(0.0, 1.0), _unit(1.0, 0.0)])
+    index = torch.tensor([[2, 0, 1]])
+    teacher = torch.tensor([[-0.5, -1.0, -3.0]], dtype=torch.float64)
+    # student logits cos / 0.5 = 2, 1.2, 0; teacher logits / 2 = -0.25, -0.5, -1.5
+    want = _kl([-0.25, -0.5, -1.5], [2.0, 1.2, 0.0])
+    got = distill_loss(q, docs, index, teacher, student_temperature=0.5, teacher_temperature=2.0)
+    assert math.isclose(got.item(), want, rel_tol=1e-9)
+    # a student that ranks as the teacher does, at the teacher's sharpness, has nothing to learn
+    same = distill_loss(q, docs, index, torch.tensor([[2.0, 1.2, 0.0]], dtype=torch.float64),
+                        student_temperature=0.5, teacher_temperature=1.0)
+    assert abs(same.item()) < 1e-12
+
+
+def test_distillation_ignores_padding_and_queries_without_a_target():
+    q = torch.stack([_unit(1.0, 0.0), _unit(0.0, 1.0), _unit(0.6, 0.8)])
+    docs = torch.stack([_unit(0.6, 0.8), _unit(0.0, 1.0), _unit(1.0, 0.0)])
+    # query 0: two candidates and a padding slot; query 1: the same two and a third;
+    # query 2: one candidate only (both softmaxes are 1: left out of the mean)
+    index = torch.tensor([[2, 0, -1], [2, 0, 1], [1, -1, -1]])
+    teacher = torch.tensor([[0.0, -1.0, 99.0], [0.0, -1.0, -2.0], [5.0, 0.0, 0.0]],
+                           dtype=torch.float64)
+    l0 = _kl([0.0, -1.0], [1.0, 0.6])  # q0 . (c2, c0) = 1, 0.6 at T = 1
+    l1 = _kl([0.0, -1.0, -2.0], [0.0, 0.8, 1.0])  # q1 . (c2, c0, c1) = 0, 0.8, 1
+    got = distill_loss(q, docs, index, teacher, student_temperature=1.0, teacher_temperature=1.0)
+    assert math.isclose(got.item(), (l0 + l1) / 2, rel_tol=1e-9)
+    empty = distill_loss(q, docs, torch.tensor([[0, -1]] * 3), teacher[:, :2])
+    assert empty.item() == 0.0
+    q.requires_grad_()
+    distill_loss(q, docs, index, teacher).backward()
+    assert torch.isfinite(q.grad).all() and q.grad[2].abs().sum() == 0  # padding gives no nan
+
+
+def test_matryoshka_distillation_averages_the_dims():
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(3, 8, dtype=torch.float64), dim=-1)
+    docs = torch.nn.functional.normalize(torch.randn(5, 8, dtype=torch.float64), dim=-1)
+    index = torch.tensor([[0, 1, 2], [3, 4, -1], [4, 0, 1]])
+    teacher = torch.randn(3, 3, dtype=torch.float64)
+    want = (distill_loss(q, docs, index, teacher)
+            + distill_loss(truncate(q, 4), truncate(docs, 4), index, teacher)) / 2
+    assert torch.allclose(matryoshka_distill_loss(q, docs, index, teacher, [8, 4]), want)
 
 
 def test_matryoshka_averages_truncated_renormalised_losses():
