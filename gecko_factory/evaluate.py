@@ -255,11 +255,9 @@ def evaluate(
     else:
         prompts, saved_len, name = {}, encoder.max_seq_len, type(encoder).__name__
     max_seq_len = max_seq_len or saved_len or 256
-    if query_prefix is None:
-        query_prefix = prompts.get("query", "")
-    if document_format is None:
-        document_format = (prompts["document"].replace("title: none", "title: {title}") +
-                           "{text}") if "document" in prompts else "{title} {text}"
+    saved_query, saved_document = prompt_formats(prompts)
+    query_prefix = saved_query if query_prefix is None else query_prefix
+    document_format = saved_document if document_format is None else document_format
 
     doc_ids = list(dataset.corpus)
     no_title = "none" if "title:" in document_format else ""  # Gecko's format says "none"
@@ -285,6 +283,16 @@ def evaluate(
                       n_docs=len(doc_ids), query_prefix=query_prefix,
                       document_format=document_format, scores=scores,
                       seconds=time.perf_counter() - start)
+
+
+def prompt_formats(prompts: dict[str, str]) -> tuple[str, str]:
+    """(query prefix, document format) a model folder's saved `prompts` give; BEIR's plain
+    query and "{title} {text}" without them. Training's dev evaluation (train/select.py) scores
+    the model in training with the prompts it will be saved with, through this same function."""
+    query_prefix = prompts.get("query", "")
+    document_format = (prompts["document"].replace("title: none", "title: {title}") + "{text}"
+                       if "document" in prompts else "{title} {text}")
+    return query_prefix, document_format
 
 
 def _truncate(x: np.ndarray, dim: int) -> np.ndarray:

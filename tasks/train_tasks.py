@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from gecko_factory.evaluate import DatasetUnavailable, EvalReport, compare_markdown, evaluate, load_scifact
-from gecko_factory.train.train import TrainConfig, add_eval_to_model_card, train
+from gecko_factory.train.card import add_eval_to_model_card
+from gecko_factory.train.train import TrainConfig, train
 
 
 @task(name="train-encoder", cache_policy=NO_CACHE, tags=["train", "gpu"])

@@ -1,28 +1,33 @@
-"""Fine-tune a dual encoder on FRet triples with Gecko's loss. Reads top to bottom, like nanoGPT:
-config -> learning rate -> steps (plain or GradCache) -> checkpoint -> the loop -> the model folder.
+"""Fine-tune a dual encoder on FRet data. Reads top to bottom, like nanoGPT: config -> learning
+rate -> the objective -> steps (plain or GradCache) -> checkpoint -> the loop (with evaluation and
+model selection, select.py) -> the model folder (its card: card.py).
+
+The objective is Gecko's contrastive loss on (query, positive, hard negative), the judge's
+distribution over every judged candidate distilled into the student's (KL), or a weighted sum of
+the two; both are averaged over the Matryoshka dims (the losses live beside the model, model.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from gecko_factory.files import atomic_file, atomic_write_text
-from gecko_factory.hashing import sha256_file
-from gecko_factory.train.data import Pairing, Triples, iter_batches, load_triples, shard_files
+from gecko_factory.files import atomic_write_text
+from gecko_factory.train.card import write_model_card
+from gecko_factory.train.checkpoint import load_checkpoint, save_checkpoint, set_seed
+from gecko_factory.train.data import Pairing, TeacherScore, Triples, iter_batches, load_triples
 from gecko_factory.train.data import steps_per_epoch
 from gecko_factory.train.model import (DEFAULT_TASK, DualEncoder, default_dims, default_prompts,
-                                       matryoshka_gecko_loss)
+                                       matryoshka_distill_loss, matryoshka_gecko_loss)
+from gecko_factory.train.select import (SelectBy, Selection, Selector, dev_ndcg, load_dev,
+                                        resolve_select, summarize)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="Seeds weights' dropout, data order and random pairing.")
     grad_cache_chunk: int | None = Field(None, description="GradCache sub-batch size; None = "
                                          "one plain forward over the whole batch.")
-    eval_every: int | None = Field(100, description="Validation loss every N steps; None = "
-                                   "only at the end.")
+    eval_every: int | None = Field(100, description="Validation loss (and dev nDCG@10, model "
+                                   "selection) every N steps; None = only at the end.")
     checkpoint_every: int | None = Field(100, description="Write checkpoint.pt every N steps.")
     log_every: int = Field(10, description="Log the training loss every N steps.")
     device: str = Field("auto", description="'auto' (cuda if present), 'cpu' or 'cuda'.")
@@ -59,8 +64,34 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.02, description="Share of seed_ids held out for validation.")
     all_negatives: bool = Field(False, description="Every in-batch hard negative joins each "
                                 "softmax, not only the query's own.")
+    same_tower_negatives: bool = Field(True, description="Other queries of the batch join each "
+                                       "query's softmax as negatives (Gecko's loss).")
     task_prompt: str = Field(DEFAULT_TASK, description="Task written into the saved `query` "
                              "prompt of config_sentence_transformers.json.")
+    contrastive_weight: float = Field(1.0, ge=0, description="Weight of Gecko's contrastive "
+                                      "loss; 0 = distillation alone.")
+    distill_weight: float = Field(0.0, ge=0, description="Weight of KL(judge || student) over "
+                                  "each query's judged candidates; 0 = off.")
+    teacher_score: TeacherScore = Field("fused", description="The judge's score to distil: fused "
+                                        "(the fusion's RRF points) | ql (per query word) | rc.")
+    teacher_temperature: float = Field(1.0, gt=0, description="Softmax temperature of the "
+                                       "teacher's logits.")
+    student_temperature: float | None = Field(None, gt=0, description="Softmax temperature of "
+                                              "the student's cosines; None = `temperature`.")
+    dev: str | None = Field(None, description="Labelled dev set for selection: 'scifact' (its "
+                            "train claims), 'scifact:ZIP', or a BEIR folder or zip.")
+    dev_split: str = Field("train", description="The dev set's qrels split (never test).")
+    select: SelectBy = Field("auto", description="Export the best step by: dev (nDCG@10) | "
+                             "val_loss | last; auto = dev when a dev set is given, else last.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if not (self.contrastive_weight or self.distill_weight):
+            raise ValueError("contrastive_weight and distill_weight are both 0: nothing to train")
+        if self.dev_split == "test":
+            raise ValueError("dev_split 'test': a test split is for the report, not selection")
+        resolve_select(self.select, self.dev)  # select=dev without a dev set
+        return self
 
 
 class TrainResult(BaseModel):
@@ -72,6 +103,9 @@ class TrainResult(BaseModel):
     n_val: int
     seconds: float
     examples_per_second: float
+    dev_ndcg: list[tuple[int, float]] = []  # (step, nDCG@10 on the dev set); step 0 = the base
+    selection: Selection | None = None  # None: the last step, no dev set (nothing compared)
+    teacher_counts: dict[str, int] = {}  # judged candidates used and left out (distillation)
 
 
 def get_lr(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -113,19 +147,42 @@ def tokenize(model: DualEncoder, texts: list[str], device: torch.device) -> dict
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def objective(q: torch.Tensor, docs: torch.Tensor, batch: Triples, index: list[list[int]],
+              cfg: TrainConfig, dims) -> torch.Tensor:
+    """contrastive_weight x Gecko's loss + distill_weight x KL(judge || student).
+    `docs` embeds batch.passages(): positives in rows 0..B-1, negatives B..2B-1, then the other
+    candidates; `index` gives each query's candidate rows."""
+    b, loss = len(batch), 0.0
+    if cfg.contrastive_weight:
+        loss = cfg.contrastive_weight * matryoshka_gecko_loss(
+            q, docs[:b], docs[b:2 * b], dims, cfg.temperature, cfg.all_negatives,
+            cfg.same_tower_negatives)
+    if cfg.distill_weight:
+        width = max(2, max(map(len, index), default=0))
+        rows = torch.full((b, width), -1, dtype=torch.long)
+        teacher = torch.zeros((b, width), dtype=torch.float64)
+        for i, (cands, logits) in enumerate(zip(index, batch.teacher)):
+            rows[i, :len(cands)] = torch.tensor(cands, dtype=torch.long)
+            teacher[i, :len(logits)] = torch.tensor(logits, dtype=torch.float64)
+        loss = loss + cfg.distill_weight * matryoshka_distill_loss(
+            q, docs, rows.to(q.device), teacher.to(q.device), dims,
+            cfg.student_temperature or cfg.temperature, cfg.teacher_temperature)
+    return loss
+
+
 def _encode_all(model: DualEncoder, batch: Triples, device: torch.device):
     q = model.encode_query(tokenize(model, batch.queries, device))
-    # Positives and negatives in one forward, as sentence-transformers does: one 2B-row matmul
-    # beats two B-row ones (about 20% per step for MiniLM on CPU).
-    docs = model.encode_passage(tokenize(model, batch.positives + batch.negatives, device))
-    return q, docs[:len(batch)], docs[len(batch):]
+    # All passages in one forward, as sentence-transformers does: one 2B-row matmul beats two
+    # B-row ones (about 20% per step for MiniLM on CPU).
+    texts, index = batch.passages()
+    return q, model.encode_passage(tokenize(model, texts, device)), index
 
 
 def plain_step(model, batch: Triples, cfg: TrainConfig, dims, device) -> float:
     """One forward over the whole batch, loss, backward. Returns the loss."""
     with autocast(device):
-        q, p, n = _encode_all(model, batch, device)
-    loss = matryoshka_gecko_loss(q, p, n, dims, cfg.temperature, cfg.all_negatives)
+        q, docs, index = _encode_all(model, batch, device)
+    loss = objective(q, docs, batch, index, cfg, dims)
     loss.backward()
     return loss.item()
 
@@ -151,8 +208,9 @@ def grad_cache_step(model, batch: Triples, cfg: TrainConfig, dims, device) -> fl
     d loss / d embedding; 3. re-embed each chunk with a graph and push that cached gradient in.
     """
     chunk = cfg.grad_cache_chunk
+    texts, index = batch.passages()
     sides = [(model.encode_query, tokenize(model, batch.queries, device)),
-             (model.encode_passage, tokenize(model, batch.positives + batch.negatives, device))]
+             (model.encode_passage, tokenize(model, texts, device))]
     # Chunks are slices of one padded batch, so each row sees exactly the plain path's input.
     plan = []  # (encode, chunk inputs, rng state before its first forward)
     for encode, tokens in sides:
@@ -169,8 +227,7 @@ def grad_cache_step(model, batch: Triples, cfg: TrainConfig, dims, device) -> fl
                     parts.append(encode(inputs))
             reps.append(torch.cat(parts).detach().requires_grad_())
     q, docs = reps
-    loss = matryoshka_gecko_loss(q, docs[:len(batch)], docs[len(batch):], dims,
-                                 cfg.temperature, cfg.all_negatives)
+    loss = objective(q, docs, batch, index, cfg, dims)
     loss.backward()
     after = _RngState(device)
     for side, rep in zip(plan, reps):
@@ -192,10 +249,10 @@ def validation_loss(model, data: Triples, cfg: TrainConfig, dims, device) -> flo
     size = min(cfg.batch_size, len(data))
     losses = []
     for b in range(len(data) // size):
+        batch = data.take(range(b * size, (b + 1) * size))
         with autocast(device):
-            q, p, n = _encode_all(model, data.take(range(b * size, (b + 1) * size)), device)
-        losses.append(matryoshka_gecko_loss(q, p, n, dims, cfg.temperature,
-                                            cfg.all_negatives).item())
+            q, docs, index = _encode_all(model, batch, device)
+        losses.append(float(objective(q, docs, batch, index, cfg, dims)))
     model.train()
     return float(np.mean(losses))
 
@@ -211,41 +268,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
-def _rng_states(device: torch.device) -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
-
-
-def save_checkpoint(path: Path, model, optimizer, cfg: TrainConfig, step: int, history: dict,
-                    device: torch.device) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "config": cfg.model_dump(), "step": step, "history": history,
-             "rng": _rng_states(device)}
-    with atomic_file(path) as fh:  # a crash mid-write leaves the previous checkpoint intact
-        torch.save(state, fh)
-
-
-def load_checkpoint(path: Path, model, optimizer, device: torch.device) -> tuple[int, dict, dict]:
-    # Our own file; weights_only=False because the RNG states hold numpy arrays and tuples.
-    state = torch.load(path, map_location=device, weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return state["step"], state["history"], state["config"]
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = False
           ) -> TrainResult:
     cfg = config
@@ -255,11 +277,22 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     ckpt_path = out_dir / "checkpoint.pt"
     set_seed(cfg.seed)
 
-    model = DualEncoder.from_pretrained(base_model_path(cfg), cfg.max_seq_len).to(device)
+    base = base_model_path(cfg)
+    model = DualEncoder.from_pretrained(base, cfg.max_seq_len).to(device)
     model.train()
     dims = cfg.dims or default_dims(model.hidden_size)
-    train_data = load_triples(run_dirs, "train", cfg.val_fraction, cfg.pairing, cfg.seed)
-    val_data = load_triples(run_dirs, "validation", cfg.val_fraction, cfg.pairing, cfg.seed)
+    teacher = cfg.teacher_score if cfg.distill_weight else None  # candidates only when distilling
+    train_data = load_triples(run_dirs, "train", cfg.val_fraction, cfg.pairing, cfg.seed, teacher)
+    val_data = load_triples(run_dirs, "validation", cfg.val_fraction, cfg.pairing, cfg.seed,
+                            teacher)
+    counts = train_data.teacher_counts + val_data.teacher_counts
+    if teacher and set(counts) - {"candidates", "used"}:
+        log.warning("distillation leaves judged candidates out: %s", dict(counts))
+    metric = resolve_select(cfg.select, cfg.dev)
+    if metric == "val_loss" and len(val_data) < 2:
+        raise ValueError(f"select='val_loss' needs >= 2 validation examples, got {len(val_data)} "
+                         f"(val_fraction {cfg.val_fraction})")
+    dev_set = load_dev(cfg.dev, cfg.dev_split) if cfg.dev else None  # missing: an error, now
     per_epoch = steps_per_epoch(len(train_data), cfg.batch_size)
     if per_epoch == 0:
         raise ValueError(f"{len(train_data)} training examples < batch_size {cfg.batch_size}")
@@ -268,18 +301,44 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
         total_steps = min(total_steps, cfg.max_steps)
     optimizer = make_optimizer(model, cfg)
 
-    step, history = 0, {"train": [], "val": []}
+    step, history = 0, {"train": [], "val": [], "dev": []}
     if resume and ckpt_path.exists():
         step, history, saved = load_checkpoint(ckpt_path, model, optimizer, device)
+        history.setdefault("dev", [])  # checkpoints from before model selection
         changed = {k for k, v in saved.items() if cfg.model_dump().get(k) != v}
         if changed:
             log.warning("resuming with changed settings: %s", sorted(changed))
         log.info("resumed from %s at step %d", ckpt_path, step)
+    selector = Selector(metric, out_dir, base, history) if metric != "last" else None
+    if selector and step > 0:
+        selector.resumed(model, step)
     log.info("%d train / %d validation examples; %d steps/epoch, %d steps in all; "
-             "%d examples/step; dims %s; device %s",
-             len(train_data), len(val_data), per_epoch, total_steps, cfg.batch_size, dims, device)
+             "%d examples/step; dims %s; device %s; selection: %s%s",
+             len(train_data), len(val_data), per_epoch, total_steps, cfg.batch_size, dims, device,
+             metric, f" on {dev_set.name} ({len(dev_set.queries)} queries)" if dev_set else "")
     step_fn = grad_cache_step if cfg.grad_cache_chunk else plain_step
+    prompts = default_prompts(cfg.task_prompt)
 
+    def evaluate_at(step: int) -> None:
+        """Validation loss, dev nDCG@10, and the selection's record (once per step)."""
+        if history.get("last_eval") == step:
+            return  # a resumed run re-enters the step its checkpoint was written at
+        val = validation_loss(model, val_data, cfg, dims, device)
+        if val is not None and (not history["val"] or history["val"][-1][0] != step):
+            history["val"].append((step, val))
+            log.info("step %d: validation loss %.4f", step, val)
+        if dev_set is not None:
+            history["dev"].append((step, dev_ndcg(model, dev_set, prompts, device)))
+            log.info("step %d: dev nDCG@10 %.4f", step, history["dev"][-1][1])
+        history["last_eval"] = step
+        value = val if metric == "val_loss" else history["dev"][-1][1] if dev_set else None
+        if selector and value is not None and selector.observe(step, value) and step > 0:
+            # the checkpoint first, then best.pt: see select.py for why this order
+            save_checkpoint(ckpt_path, model, optimizer, cfg, step, history, device)
+            selector.save_best(model, step)
+
+    if step == 0 and (selector or dev_set):
+        evaluate_at(0)  # the base: what every step has to beat
     start_step, t0 = step, time.perf_counter()
     while step < total_steps:
         epoch, start_batch = divmod(step, per_epoch)
@@ -287,10 +346,7 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
             if step >= total_steps:
                 break
             if cfg.eval_every and step % cfg.eval_every == 0 and step > 0:
-                val = validation_loss(model, val_data, cfg, dims, device)
-                if val is not None:
-                    history["val"].append((step, val))
-                    log.info("step %d: validation loss %.4f", step, val)
+                evaluate_at(step)
             lr = get_lr(step, cfg, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -307,55 +363,24 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
                 save_checkpoint(ckpt_path, model, optimizer, cfg, step, history, device)
     seconds = time.perf_counter() - t0
 
-    val = validation_loss(model, val_data, cfg, dims, device)
-    if val is not None and (not history["val"] or history["val"][-1][0] != step):
-        history["val"].append((step, val))
-    save_checkpoint(ckpt_path, model, optimizer, cfg, step, history, device)
-    model.save(out_dir, prompts=default_prompts(cfg.task_prompt))
+    evaluate_at(step)
+    save_checkpoint(ckpt_path, model, optimizer, cfg, step, history, device)  # the last state
+    selection = None
+    if selector or dev_set:
+        if selector:
+            selector.restore(model)  # the export is the best state, the base's when nothing beat it
+        selection = summarize(metric, history, cfg.dev, step)
+        if not selection.beat_base:
+            log.warning("NOT BETTER THAN THE BASE: no step of %d beat the base on %s; the export "
+                        "is step %d's weights%s", step, cfg.dev or "the validation loss",
+                        selection.selected_step,
+                        " (the base's)" if selection.selected_step == 0 else "")
+    model.save(out_dir, prompts=prompts)
     result = TrainResult(
         out_dir=str(out_dir), steps=step, train_loss=history["train"], val_loss=history["val"],
         n_train=len(train_data), n_val=len(val_data), seconds=seconds,
-        examples_per_second=(step - start_step) * cfg.batch_size / max(seconds, 1e-9))
-    write_model_card(out_dir, cfg, run_dirs, result)
+        examples_per_second=(step - start_step) * cfg.batch_size / max(seconds, 1e-9),
+        dev_ndcg=history["dev"], selection=selection, teacher_counts=dict(counts))
+    atomic_write_text(out_dir / "train_result.json", result.model_dump_json(indent=2) + "\n")
+    write_model_card(out_dir, cfg, base, run_dirs, result)
     return result
-
-
-EVAL_HEADING = "## Evaluation"
-
-
-def add_eval_to_model_card(out_dir: str | Path, markdown: str) -> None:
-    """Put the evaluation table in the model card (replacing an earlier one), atomically."""
-    card = Path(out_dir) / "README.md"
-    text = card.read_text() if card.exists() else ""
-    text = text.split("\n" + EVAL_HEADING + "\n")[0].rstrip("\n")
-    atomic_write_text(card, f"{text}\n\n{EVAL_HEADING}\n\n{markdown.strip()}\n")
-
-
-def write_model_card(out_dir: Path, cfg: TrainConfig, run_dirs: Sequence[str | Path],
-                     result: TrainResult, metrics_markdown: str | None = None) -> None:
-    """README.md with data lineage and metrics; call again with `metrics_markdown` after eval."""
-    lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
-             "tags: [gecko-factory, fret, matryoshka]", "---", "",
-             f"# {out_dir.name}", "",
-             f"Fine-tuned from `{base_model_path(cfg)}` with Gecko's contrastive loss on FRet "
-             f"data made by gecko-factory ({datetime.now(timezone.utc):%Y-%m-%d}).", "",
-             "Prompts: queries `task: {task} | query: {query}`, documents "
-             "`title: {title or none} | text: {text}` (saved in "
-             "config_sentence_transformers.json).", "", "## Data lineage", "",
-             "| run dir | shards | manifest.json sha256 |", "|---|---|---|"]
-    for run_dir in run_dirs:
-        manifest = Path(run_dir) / "manifest.json"
-        digest = sha256_file(manifest) if manifest.exists() else "(no manifest)"
-        lines.append(f"| `{Path(run_dir).resolve()}` | {len(shard_files(run_dir))} | `{digest}` |")
-    lines += ["", f"Pairing `{cfg.pairing}`; {result.n_train} training and {result.n_val} "
-              f"validation examples (split by sha256 of seed_id, {cfg.val_fraction:.0%}).", "",
-              "## Training", "", "```json", cfg.model_dump_json(indent=2), "```", "",
-              "## Metrics", "", f"- steps: {result.steps}"]
-    if result.train_loss:
-        lines.append(f"- final training loss: {result.train_loss[-1][1]:.4f}")
-    if result.val_loss:
-        lines.append(f"- validation loss: {result.val_loss[-1][1]:.4f}")
-    lines.append(f"- throughput: {result.examples_per_second:.1f} examples/s")
-    if metrics_markdown:
-        lines += ["", metrics_markdown]
-    atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")

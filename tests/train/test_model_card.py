@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gecko_factory.train.train import EVAL_HEADING, add_eval_to_model_card
+from gecko_factory.train.card import EVAL_HEADING, add_eval_to_model_card
 
 
 def test_eval_section_is_added_then_replaced(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -60,8 +63,9 @@ def run_dir(tmp_path_factory):
                 "positive_text": paragraphs[i]["text"], "negative_id": neg["id"],
                 "negative_title": neg["title"], "negative_text": neg["text"],
                 "relabelled": False,
-                "candidates": [{"id": f"p{i}", "retrieval_rank": 1, "ql": None, "rc": -0.1,
-                                "fused_score": 2.0, "fused_rank": 1}],
+                "candidates": [{"id": c["id"], "retrieval_rank": r, "ql": None, "rc": -0.1 * r * r,
+                                "fused_score": 2.0 / r, "fused_rank": r}
+                               for r, c in enumerate([paragraphs[i], neg, paragraphs[i - 1]], 1)],
                 "judge_mode": "rc_only", "fusion": "rrf", "llm_model": "fake", "judge_model": "fake",
                 "prompt_version": "v0"})
     table = pa.Table.from_pylist(rows, schema=FRET_SCHEMA)
@@ -124,9 +128,12 @@ def test_loss_goes_down_and_resume_is_exact(tiny_model, run_dir, tmp_path, monke
     assert "manifest.json sha256" in card and str(run_dir.resolve()) in card
 
 
-def test_grad_cache_equals_plain_gradients(tiny_model, run_dir):
-    cfg = _config(tiny_model, "unused", grad_cache_chunk=3)
-    batch = load_triples([run_dir], "train", val_fraction=0.2).take(range(8))
+@pytest.mark.parametrize("objective", [{}, {"distill_weight": 0.5, "teacher_score": "rc"}],
+                         ids=["contrastive", "contrastive+distill"])
+def test_grad_cache_equals_plain_gradients(tiny_model, run_dir, objective):
+    cfg = _config(tiny_model, "unused", grad_cache_chunk=3, **objective)
+    teacher = cfg.teacher_score if cfg.distill_weight else None
+    batch = load_triples([run_dir], "train", val_fraction=0.2, teacher=teacher).take(range(8))
     grads = []
     for step in (plain_step, grad_cache_step):
         # float64, so summation order (chunks vs one batch) cannot hide a real difference
@@ -143,10 +150,26 @@ def test_grad_cache_equals_plain_gradients(tiny_model, run_dir):
                                    msg=lambda m: f"{name}: {m}")
 
 
+def _beir_dev(folder) -> str:
+    """Three labelled queries over the topic paragraphs, as a BEIR folder with a train split."""
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(
+        {"_id": f"d{i}", "title": t.title(), "text": f"A paragraph about {t}."}) + "\n"
+        for i, t in enumerate(TOPICS)))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(
+        {"_id": f"q{i}", "text": f"what about {TOPICS[i]}?"}) + "\n" for i in range(3)))
+    (folder / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
+    return str(folder)
+
+
 def test_saved_folder_loads_in_sentence_transformers(tiny_model, run_dir, tmp_path):
     sentence_transformers = pytest.importorskip("sentence_transformers")
     out = tmp_path / "model"
-    train(_config(tiny_model, out, max_steps=2, eval_every=None), [run_dir])
+    result = train(_config(tiny_model, out, max_steps=2, eval_every=None,
+                           dev=_beir_dev(tmp_path / "dev")), [run_dir])
+    assert [s for s, _ in result.dev_ndcg] == [0, 2]  # the base, then the last step
+    assert "Dev nDCG@10" in (out / "README.md").read_text()
     st = sentence_transformers.SentenceTransformer(str(out), device="cpu")
     texts = ["what is known about glacier melt?", "A paragraph about bee colonies."]
     model = DualEncoder.from_pretrained(out, max_seq_len=32).eval()
@@ -157,3 +180,89 @@ def test_saved_folder_loads_in_sentence_transformers(tiny_model, run_dir, tmp_pa
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
     assert st.prompts["query"] == "task: search result | query: "
     assert st.prompts["document"] == "title: none | text: "
+
+
+def test_distillation_trains_and_is_recorded(tiny_model, run_dir, tmp_path):
+    result = train(_config(tiny_model, tmp_path / "m", max_steps=4, distill_weight=1.0,
+                           contrastive_weight=0.5, teacher_score="rc", teacher_temperature=0.5,
+                           same_tower_negatives=False), [run_dir])
+    assert len(result.train_loss) == 4 and all(v == v for _, v in result.train_loss)  # no nan
+    assert result.teacher_counts == {"candidates": 144, "used": 144}  # 48 queries x 3
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "KL(judge ‖ student)" in card and "144 of 144 used" in card
+    with pytest.raises(ValueError, match="nothing to train"):
+        _config(tiny_model, tmp_path, contrastive_weight=0.0)
+
+
+FAKE_DEV = SimpleNamespace(name="fake-dev", queries={"q": "?"})  # dev_ndcg is replaced too
+
+
+def _weights(path) -> dict:
+    return DualEncoder.from_pretrained(path).state_dict()
+
+
+def test_nothing_beats_the_base_so_the_base_is_exported(tiny_model, run_dir, tmp_path,
+                                                         monkeypatch, caplog):
+    import gecko_factory.train.train as train_module
+
+    scores = iter([0.5, 0.4, 0.45, 0.3, 0.2])  # the base (step 0), then steps 2, 4, 6, 8
+    monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
+    monkeypatch.setattr(train_module, "dev_ndcg", lambda *args: next(scores))
+    out = tmp_path / "m"
+    with caplog.at_level(logging.WARNING):
+        result = train(_config(tiny_model, out, eval_every=2, dev="fake-dev"), [run_dir])
+    sel = result.selection
+    assert (sel.metric, sel.selected_step, sel.beat_base) == ("dev", 0, False)
+    assert (sel.dev_base, sel.dev_selected) == (0.5, 0.5)
+    assert [s for s, _ in result.dev_ndcg] == [0, 2, 4, 6, 8]
+    assert "NOT BETTER THAN THE BASE" in caplog.text
+    assert "NOT BETTER THAN THE BASE" in (out / "README.md").read_text()
+    assert json.loads((out / "train_result.json").read_text())["selection"]["beat_base"] is False
+    base, saved = _weights(tiny_model), _weights(out)
+    assert all(torch.equal(base[k], saved[k]) for k in base)
+    last = torch.load(out / "checkpoint.pt", weights_only=False)["model"]  # the last state lives on
+    assert any(not torch.equal(last[k].cpu(), base[k]) for k in base)
+
+
+def _fake_dev(base: str):
+    """A dev score that is a function of the weights (their distance from the base's), so a
+    resumed run sees exactly what an unbroken one saw."""
+    start = _weights(base)["backbone.embeddings.word_embeddings.weight"][:50]
+
+    def score(model, *args) -> float:
+        w = model.backbone.embeddings.word_embeddings.weight[:50].detach().cpu()
+        return float((w - start).norm())
+    return score
+
+
+def test_best_step_is_exported_and_survives_a_crash_between_its_two_files(
+        tiny_model, run_dir, tmp_path, monkeypatch):
+    import gecko_factory.train.select as select_module
+    import gecko_factory.train.train as train_module
+
+    monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
+    monkeypatch.setattr(train_module, "dev_ndcg", _fake_dev(tiny_model))
+    cfg = dict(eval_every=2, dev="fake-dev", checkpoint_every=None)
+    full = train(_config(tiny_model, tmp_path / "full", **cfg), [run_dir])
+    best = full.selection.selected_step
+    assert full.selection.dev_selected == max(v for _, v in full.dev_ndcg)
+    assert best > 0 and full.selection.beat_base
+    assert torch.load(tmp_path / "full" / "best.pt")["step"] == best
+
+    real = select_module.Selector.save_best
+
+    def crash_once(self, model, step):  # the checkpoint naming this best is written; best.pt not
+        if step > 0 and not (tmp_path / "crashed").exists():
+            (tmp_path / "crashed").touch()
+            raise _Crash
+        real(self, model, step)
+
+    monkeypatch.setattr(select_module.Selector, "save_best", crash_once)
+    with pytest.raises(_Crash):
+        train(_config(tiny_model, tmp_path / "broken", **cfg), [run_dir])
+    resumed = train(_config(tiny_model, tmp_path / "broken", **cfg), [run_dir], resume=True)
+    assert resumed.selection.selected_step == best
+    assert [s for s, _ in resumed.dev_ndcg] == [s for s, _ in full.dev_ndcg]
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "broken")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)

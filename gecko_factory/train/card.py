@@ -1,0 +1,106 @@
+"""The trained model's README.md: data lineage, the objective, how the export was selected (base vs
+the exported weights on the dev set, said plainly when they are the base's), metrics; and the
+evaluation section `gecko-factory train` adds after its SciFact test run. Written atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gecko_factory.files import atomic_write_text
+from gecko_factory.hashing import sha256_file
+from gecko_factory.train.data import shard_files
+
+if TYPE_CHECKING:  # train.py imports this module
+    from gecko_factory.train.train import TrainConfig, TrainResult
+
+EVAL_HEADING = "## Evaluation"
+NOT_BETTER = "NOT BETTER THAN THE BASE"
+
+
+def add_eval_to_model_card(out_dir: str | Path, markdown: str) -> None:
+    """Put the evaluation table in the model card (replacing an earlier one), atomically."""
+    card = Path(out_dir) / "README.md"
+    text = card.read_text() if card.exists() else ""
+    text = text.split("\n" + EVAL_HEADING + "\n")[0].rstrip("\n")
+    atomic_write_text(card, f"{text}\n\n{EVAL_HEADING}\n\n{markdown.strip()}\n")
+
+
+def objective_text(cfg: TrainConfig) -> str:
+    parts = []
+    if cfg.contrastive_weight:
+        negatives = "in-batch positives" + (", same-tower negatives" if cfg.same_tower_negatives
+                                            else "") + (", every in-batch hard negative"
+                                                        if cfg.all_negatives else ", its hard negative")
+        parts.append(f"{cfg.contrastive_weight:g} × Gecko's contrastive loss ({negatives}, "
+                     f"T = {cfg.temperature:g})")
+    if cfg.distill_weight:
+        parts.append(f"{cfg.distill_weight:g} × KL(judge ‖ student) over each query's judged "
+                     f"candidates (teacher `{cfg.teacher_score}` at T = {cfg.teacher_temperature:g}, "
+                     f"student T = {cfg.student_temperature or cfg.temperature:g})")
+    return " + ".join(parts) + ", each averaged over Matryoshka dims"
+
+
+def selection_lines(result: TrainResult) -> list[str]:
+    sel = result.selection
+    if sel is None:
+        return []
+    lines = ["## Model selection", ""]
+    measure = {"dev": f"nDCG@10 on `{sel.dev}` (dev, never test)", "val_loss":
+               "validation loss (FRet examples held out by seed)", "last": "none: the last step"}
+    lines.append(f"Selected by {measure[sel.metric]}: step {sel.selected_step} of {result.steps}.")
+    if sel.dev_base is not None and sel.dev_selected is not None:
+        lines.append(f"Dev nDCG@10 (`{sel.dev}`): base {sel.dev_base:.4f}, this model "
+                     f"{sel.dev_selected:.4f} ({sel.dev_selected - sel.dev_base:+.4f}).")
+    if not sel.beat_base:
+        what = ("these are the base model's weights, unchanged" if sel.selected_step == 0
+                else "these weights are the last step's, as asked (select = last)")
+        lines.append(f"\n**{NOT_BETTER}**: no training step beat the base on "
+                     f"{'the dev set' if sel.dev_base is not None else 'the selection measure'}; "
+                     f"{what}.")
+    rows = {s: [f"{v:.4f}", ""] for s, v in result.val_loss}
+    for s, v in result.dev_ndcg:
+        rows.setdefault(s, ["", ""])[1] = f"{v:.4f}"
+    lines += ["", "| step | validation loss | dev nDCG@10 |", "|---:|---:|---:|"]
+    for s in sorted(rows):
+        mark = " (selected)" if s == sel.selected_step else " (base)" if s == 0 else ""
+        lines.append(f"| {s}{mark} | {rows[s][0]} | {rows[s][1]} |")
+    return lines + [""]
+
+
+def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Sequence[str | Path],
+                     result: TrainResult) -> None:
+    """README.md with data lineage, the objective, the selection and metrics."""
+    lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
+             "tags: [gecko-factory, fret, matryoshka]", "---", "",
+             f"# {out_dir.name}", "",
+             f"Fine-tuned from `{base}` on FRet data made by gecko-factory "
+             f"({datetime.now(timezone.utc):%Y-%m-%d}). Objective: {objective_text(cfg)}.", "",
+             "Prompts: queries `task: {task} | query: {query}`, documents "
+             "`title: {title or none} | text: {text}` (saved in "
+             "config_sentence_transformers.json).", "", "## Data lineage", "",
+             "| run dir | shards | manifest.json sha256 |", "|---|---|---|"]
+    for run_dir in run_dirs:
+        manifest = Path(run_dir) / "manifest.json"
+        digest = sha256_file(manifest) if manifest.exists() else "(no manifest)"
+        lines.append(f"| `{Path(run_dir).resolve()}` | {len(shard_files(run_dir))} | `{digest}` |")
+    lines += ["", f"Pairing `{cfg.pairing}`; {result.n_train} training and {result.n_val} "
+              f"validation examples (split by sha256 of seed_id, {cfg.val_fraction:.0%})."]
+    if result.teacher_counts:
+        c = result.teacher_counts
+        lines.append(f"Judged candidates: {c.get('used', 0)} of {c.get('candidates', 0)} used; "
+                     f"left out: {c.get('text_missing', 0)} without text in the run's corpus, "
+                     f"{c.get('score_missing', 0)} without a `{cfg.teacher_score}` score; "
+                     f"{c.get('queries_without_target', 0)} queries without a target.")
+    lines += [""] + selection_lines(result)
+    lines += ["## Training", "", "```json", cfg.model_dump_json(indent=2), "```", "",
+              "## Metrics", "", f"- steps: {result.steps}"]
+    if result.train_loss:
+        lines.append(f"- final training loss: {result.train_loss[-1][1]:.4f}")
+    if result.val_loss:
+        lines.append(f"- validation loss: {result.val_loss[-1][1]:.4f}")
+    lines.append(f"- throughput: {result.examples_per_second:.1f} examples/s")
+    atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
