@@ -21,6 +21,7 @@ from flows.cli_common import console, quiet_prefect, require_run, server_start_h
 from flows.cli_export import export
 from flows.cli_options import options_command
 from flows.cli_progress import watch_run
+from flows.cli_train import train_command
 from flows.cli_versions import refresh, versions
 from gecko_factory.options import RunOptions
 
@@ -125,37 +126,6 @@ def resume(options: RunOptions, run_dir: Path) -> None:
     run(recorded, out=run_dir, force=False)
 
 
-def train_cmd(
-    run_dirs: list[Path] = typer.Argument(..., help="FRet run folders to train on"),
-    out: Path = typer.Option(Path("models/latest"), help="output folder (sentence-transformers format)"),
-    base_model: Optional[str] = typer.Option(None, help="local model folder (default all-MiniLM-L6-v2)"),
-    epochs: int = typer.Option(1),
-    batch_size: int = typer.Option(32, help="queries per contrastive batch"),
-    lr: float = typer.Option(2e-5),
-    dims: Optional[str] = typer.Option(None, help="Matryoshka dims, e.g. 384,256,128,64"),
-    max_steps: Optional[int] = typer.Option(None),
-    warmup_steps: Optional[int] = typer.Option(None, help="linear warm-up steps (default 100; keep it below the total steps)"),
-    pairing: str = typer.Option("llm", help="llm (FRet p+/p-) | seed_random (the Gecko ablation)"),
-    evaluate_scifact: bool = typer.Option(True, "--eval/--no-eval", help="SciFact base vs tuned"),
-) -> None:
-    """Fine-tune an embedding model on FRet data, then compare it with its base on SciFact."""
-    quiet_prefect()
-    from flows.train import train_flow
-
-    for d in run_dirs:
-        require_run(d)
-    result = train_flow(run_dirs=[str(d) for d in run_dirs], out_dir=str(out), base_model=base_model,
-                        epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps,
-                        warmup_steps=warmup_steps,
-                        dims=[int(x) for x in dims.split(",")] if dims else None, pairing=pairing,
-                        evaluate_scifact=evaluate_scifact)
-    t = result["train"]
-    Console().print(f"trained {t['steps']} steps on {t['n_train']:,} examples in {t['seconds']:.0f}s "
-                    f"({t['examples_per_second']:.1f} examples/s) → {t['out_dir']}")
-    if "eval" in result:
-        Console().print(result["eval"]["table"], markup=False)
-
-
 def eval_cmd(
     model: str = typer.Argument(..., help="model folder, or all-MiniLM-L6-v2"),
     beir: Optional[Path] = typer.Option(None, help="a BEIR data set, folder or zip (corpus.jsonl, "
@@ -234,7 +204,7 @@ for _name, _command in (
     ("run", options_command()(run)),
     ("status", status),
     ("resume", options_command(include=RESUME_OVERRIDES)(resume)),
-    ("train", train_cmd),
+    ("train", train_command()),
     ("eval", eval_cmd),
     ("inspect", inspect),
     ("export", export),

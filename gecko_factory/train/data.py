@@ -20,12 +20,11 @@ import numpy as np
 import polars as pl
 
 from gecko_factory.hashing import stable_fraction
+from gecko_factory.train.config import Pairing, TeacherScore
 from gecko_factory.train.model import format_document, format_query
 from gecko_factory.versions import VERSION_FILE, version_shards
 
-Pairing = Literal["llm", "seed_random"]
 Split = Literal["train", "validation"]
-TeacherScore = Literal["fused", "ql", "rc"]
 
 _LLM_COLUMNS = [
     "example_id", "seed_id", "task", "query",

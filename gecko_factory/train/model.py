@@ -25,13 +25,13 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from gecko_factory.files import replace_file
+from gecko_factory.train.config import DEFAULT_TASK
 
 QUERY_FORMAT = "task: {task} | query: {query}"
 DOCUMENT_FORMAT = "title: {title} | text: {text}"
 # A document without a title gets the word "none", as in Gecko/EmbeddingGemma's prompts, so the
 # training text and the `document` prompt saved with the model agree.
 NO_TITLE = "none"
-DEFAULT_TASK = "search result"
 
 
 def format_query(task: str, query: str) -> str:

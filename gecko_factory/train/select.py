@@ -34,7 +34,6 @@ from gecko_factory.train.model import DualEncoder
 
 log = logging.getLogger(__name__)
 
-SelectBy = Literal["auto", "last", "val_loss", "dev"]
 BEST_FILE = "best.pt"
 
 
@@ -50,15 +49,6 @@ class Selection(BaseModel):
     dev_base: float | None = None  # nDCG@10 on dev, base vs the exported weights
     dev_selected: float | None = None
     beat_base: bool
-
-
-def resolve_select(select: SelectBy, dev: str | None) -> Literal["last", "val_loss", "dev"]:
-    """`auto`: by dev nDCG@10 when a dev set is given, else the last step (the old behaviour)."""
-    if select == "auto":
-        return "dev" if dev else "last"
-    if select == "dev" and not dev:
-        raise ValueError("select='dev' needs a dev set (dev='scifact' or a BEIR path)")
-    return select
 
 
 def load_dev(spec: str, split: str = "train") -> RetrievalDataset:

@@ -1,0 +1,109 @@
+"""`gecko-factory train`: its options are TrainConfig's fields, built from the model (its defaults
+and descriptions), not listed again; a new training option is a new field there and nothing here.
+
+Three keep the spelling the command always had: `out_dir` is --out, `dims` is --dims 384,256
+(comma-separated), and --eval/--no-eval (the SciFact test comparison after training) is the
+flow's, not the trainer's. Everything else is --field-name, booleans as --x/--no-x.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from flows.cli_common import console, quiet_prefect, require_run
+from gecko_factory.train.config import TrainConfig  # pydantic only: no torch at start-up
+
+KW = inspect.Parameter.KEYWORD_ONLY
+SPELLED = {"out_dir", "dims"}  # given their own options below
+
+
+def _cli_type(annotation: Any) -> Any:
+    """Choices stay plain strings on the command line (the help lists them; the model checks)."""
+    if typing.get_origin(annotation) is Literal:
+        return str
+    args = typing.get_args(annotation)
+    if type(None) in args:  # X | None: typer wants Optional[X]
+        (inner,) = [a for a in args if a is not type(None)]
+        return Optional[_cli_type(inner)]
+    return annotation
+
+
+def _options(model) -> list[inspect.Parameter]:
+    return [inspect.Parameter(name, KW, annotation=_cli_type(field.annotation),
+                              default=typer.Option(field.default, help=field.description))
+            for name, field in model.model_fields.items() if name not in SPELLED]
+
+
+def _train(run_dirs: list[Path], out: Path, dims: Optional[str], evaluate_scifact: bool,
+           **fields: Any) -> None:
+    """Fine-tune an embedding model on FRet data, then compare it with its base on SciFact."""
+    from gecko_factory.evaluate import DatasetUnavailable
+    from gecko_factory.train.select import load_dev
+
+    try:
+        cfg = TrainConfig(out_dir=str(out), dims=[int(x) for x in dims.split(",")] if dims else None,
+                          **fields)
+    except (ValidationError, ValueError) as exc:
+        errors = exc.errors() if isinstance(exc, ValidationError) else []
+        where = "--" + str(errors[0]["loc"][0]).replace("_", "-") if errors and errors[0]["loc"] else None
+        why = str(errors[0].get("ctx", {}).get("error", errors[0]["msg"])) if errors else str(exc)
+        raise typer.BadParameter(why, param_hint=where) from None
+    for d in run_dirs:
+        require_run(d)
+    if cfg.dev:  # asked for by name: its absence is an error now, not after the model loads
+        try:
+            load_dev(cfg.dev, cfg.dev_split)
+        except (DatasetUnavailable, ValueError) as exc:
+            console.print(f"[red]error:[/red] dev set: {exc}")
+            raise typer.Exit(1)
+    quiet_prefect()
+    from flows.train import train_flow
+
+    result = train_flow(run_dirs=[str(d) for d in run_dirs], out_dir=str(out),
+                        evaluate_scifact=evaluate_scifact,
+                        options=cfg.model_dump(exclude={"out_dir"}, exclude_defaults=True))
+    t = result["train"]
+    Console().print(f"trained {t['steps']} steps on {t['n_train']:,} examples in {t['seconds']:.0f}s "
+                    f"({t['examples_per_second']:.1f} examples/s) → {t['out_dir']}")
+    sel = t.get("selection")
+    if sel and sel["dev_base"] is not None:
+        Console().print(f"dev nDCG@10 ({sel['dev']}): base {sel['dev_base']:.4f}, exported (step "
+                        f"{sel['selected_step']}) {sel['dev_selected']:.4f}", markup=False)
+    if sel and not sel["beat_base"]:
+        console.print("[yellow]warning:[/yellow] NOT BETTER THAN THE BASE: no step beat the base "
+                      f"model; the export is step {sel['selected_step']}'s weights"
+                      + (" (the base's)" if sel["selected_step"] == 0 else ""))
+    if "eval" in result:
+        Console().print(result["eval"]["table"], markup=False)
+
+
+def train_command():
+    """The command as typer sees it: its own parameters, then one option per TrainConfig field."""
+    own = [
+        inspect.Parameter("run_dirs", KW, annotation=list[Path],
+                          default=typer.Argument(..., help="FRet run folders to train on")),
+        inspect.Parameter("out", KW, annotation=Path, default=typer.Option(
+            Path("models/latest"), help="output folder (sentence-transformers format)")),
+        inspect.Parameter("dims", KW, annotation=Optional[str], default=typer.Option(
+            None, help="Matryoshka dims, e.g. 384,256,128,64 (default: from the hidden size)")),
+        inspect.Parameter("evaluate_scifact", KW, annotation=bool, default=typer.Option(
+            True, "--eval/--no-eval", help="SciFact test: base vs the exported model")),
+    ]
+    params = own + _options(TrainConfig)
+
+    @functools.wraps(_train)
+    def command(**values: Any) -> None:
+        _train(**values)
+
+    del command.__wrapped__  # typer must see the signature below, not _train's
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
