@@ -88,9 +88,15 @@ EXP_TRAIN ?= --epochs 3 --batch-size 16 --warmup-steps 3 --no-eval
 experiment-data: setup
 	$(BIN)/gecko-factory run --corpus scifact --out runs/scifact --limit $(SCIFACT_SEEDS) --candidates 5 --shard-size 16
 
+# Issue 14's options, empty by default (the runs above as they were): EXP_SELECT="--dev scifact
+# --eval-every 5" exports each arm's best step on SciFact's *train* claims (never test), the base's
+# weights when no step beats it; EXP_OBJECTIVE="--distill-weight 1" adds the judge's KL over every
+# judged candidate to the LLM arm (the ablation has no judge to distil).
+EXP_SELECT ?=
+EXP_OBJECTIVE ?=
 experiment: $(VENV)/.stamp-project
-	$(BIN)/gecko-factory train runs/scifact --out models/scifact-fret --pairing llm $(EXP_TRAIN)
-	$(BIN)/gecko-factory train runs/scifact --out models/scifact-seed-random --pairing seed_random $(EXP_TRAIN)
+	$(BIN)/gecko-factory train runs/scifact --out models/scifact-fret --pairing llm $(EXP_TRAIN) $(EXP_SELECT) $(EXP_OBJECTIVE)
+	$(BIN)/gecko-factory train runs/scifact --out models/scifact-seed-random --pairing seed_random $(EXP_TRAIN) $(EXP_SELECT)
 	$(BIN)/gecko-factory eval all-MiniLM-L6-v2
 	$(BIN)/gecko-factory eval models/scifact-fret
 	$(BIN)/gecko-factory eval models/scifact-seed-random
