@@ -1,6 +1,7 @@
 """An async client for any OpenAI-compatible server (OpenAI, vLLM, Ollama, our embedded one).
 
-One `LLMClient` per event loop: a concurrency limit per endpoint, one or several endpoints
+One `LLMClient` per event loop: a concurrency limit per endpoint (fixed, or adaptive: learnt
+from each endpoint's latency and 429s, concurrency.py), one or several endpoints
 (`endpoints.py`: keep-alive HTTP/1.1, least-in-flight balancing), retries with exponential backoff
 and jitter on transient failures only (429, 5xx, timeouts, connection errors, malformed bodies),
 and usage counted per call. Answers are read straight from the JSON (the fields we use), not
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass, field
 
 from gecko_factory.llm.budget import Budget
@@ -56,6 +58,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (TransportError, MalformedResponse, json.JSONDecodeError)):
         return True  # RequestTimeout is a TransportError
     return isinstance(exc, HTTPStatusError) and (exc.status == 429 or exc.status >= 500)
+
+
+def is_overload(exc: BaseException) -> bool:
+    """The server says it has too much to do: the adaptive limit backs off (a 500 or a refused
+    connection says nothing about how many calls it can take)."""
+    return isinstance(exc, RequestTimeout) or (isinstance(exc, HTTPStatusError) and exc.status in (429, 503))
 
 
 @dataclass
@@ -113,8 +121,10 @@ class LLMClient:
         self.json_schema_supported = True
         self._max_retries = settings.max_retries if max_retries is None else max_retries
         key = settings.api_key.get_secret_value() if settings.api_key else None
-        # settings.concurrency is per endpoint: each replica gets as many calls as one alone would.
-        self.pool = EndpointPool(split_base_urls(base_url), settings.concurrency, key, settings.transport)
+        # settings.concurrency is per endpoint: each replica gets as many calls as one alone would
+        # (with adaptive concurrency, where each endpoint's own limit starts).
+        self.pool = EndpointPool(split_base_urls(base_url), settings.concurrency, key, settings.transport,
+                                 adaptive=settings.adaptive())
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -137,6 +147,10 @@ class LLMClient:
         view.settings = self.settings.model_copy(update={"model": model})
         return view
 
+    def concurrency(self) -> dict[str, dict]:
+        """Each endpoint's concurrency limit (fixed, or adaptive: start, final, peak), for the manifest."""
+        return self.pool.concurrency()
+
     async def aclose(self) -> None:
         self.pool.close()
 
@@ -147,14 +161,23 @@ class LLMClient:
         failure: Exception | None = None
         for attempt in range(self._max_retries + 1):
             ep = await self.pool.acquire(avoid)
+            # What an adaptive limit learns from this call (pool.release): its admission number,
+            # and when it was sent if it says something about capacity (an answer, or a refusal
+            # as overloaded), else None.
+            ticket, sent = ep.calls, time.monotonic()
+            started: float | None = None
+            overload = False
             try:
                 if self.budget is not None:
                     self.budget.check()  # raises BudgetExhausted: not an LLMError, not retried
                 answer = await ep.request(method, path, body, self.settings.timeout_s)
+                started = sent
                 result = parse(answer)
             except (TransportError, HTTPStatusError, MalformedResponse, json.JSONDecodeError) as exc:
                 self.usage.failed_calls += 1
                 failure = exc
+                if is_overload(exc):
+                    started, overload = sent, True
                 if isinstance(exc, ConnectFailed):
                     ep.mark_down(str(exc))
                 if not is_transient(exc) or attempt == self._max_retries:
@@ -171,7 +194,7 @@ class LLMClient:
                         self.budget.add(prompt, completion)
                 return result
             finally:
-                self.pool.release(ep)
+                self.pool.release(ep, started, overload, ticket)
             self.usage.retries += 1
             avoid = ep
             if isinstance(failure, ConnectFailed) and self.pool.other_up(ep):

@@ -11,6 +11,8 @@ Several endpoints (e.g. a list of vLLM replicas) share the load: each has its ow
 limit and idle connections; a call goes to the endpoint with the fewest calls in flight, and a
 retry avoids the endpoint that just failed when another has room. An endpoint that refuses
 connections is set aside for a cool-down (doubling, up to 30 s) with one warning naming it.
+The limit is fixed, or adaptive (concurrency.py): learnt per endpoint from the latency and the
+429s/timeouts of its calls, which `release` hands to it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import logging
 import ssl
 import time
 from urllib.parse import urlsplit
+
+from gecko_factory.llm.concurrency import AdaptiveLimit
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +80,8 @@ class Endpoint:
     def __init__(self, url: str, limit: int, auth: bytes):
         parts = urlsplit(url)
         self.url = public_url(url)
-        self.limit = limit
+        self.fixed_limit = limit
+        self.limiter: AdaptiveLimit | None = None  # set by the pool when the limit is adaptive
         self.in_flight = 0
         self.calls = 0
         self.host = parts.hostname or ""
@@ -90,6 +95,14 @@ class Endpoint:
         self._ssl = ssl.create_default_context() if self.tls else None
         self.down_until = 0.0
         self._cooldown = 1.0
+
+    @property
+    def limit(self) -> int:
+        return self.limiter.limit if self.limiter is not None else self.fixed_limit
+
+    def concurrency(self) -> dict:
+        """How its limit was set, for the manifest."""
+        return self.limiter.summary() if self.limiter is not None else {"mode": "fixed", "limit": self.fixed_limit}
 
     def is_up(self, now: float) -> bool:
         return now >= self.down_until
@@ -233,7 +246,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 class EndpointPool:
     """Endpoints sharing the load; `acquire` waits until one has room under its own limit."""
 
-    def __init__(self, urls: list[str], limit: int, api_key: str | None, transport: str = "fast"):
+    def __init__(self, urls: list[str], limit: int, api_key: str | None, transport: str = "fast",
+                 adaptive: bool = False):
         if transport == "openai":  # proxies/redirects via the openai package (openai_transport.py)
             from gecko_factory.llm.openai_transport import OpenAIEndpoint
 
@@ -241,6 +255,9 @@ class EndpointPool:
         else:
             auth = f"Authorization: Bearer {api_key}\r\n".encode() if api_key else b""
             self.endpoints = [Endpoint(u, limit, auth) for u in urls]
+        if adaptive:  # `limit` is where each endpoint's own limit starts
+            for e in self.endpoints:
+                e.limiter = AdaptiveLimit(limit, name=e.url)
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     def __repr__(self) -> str:  # never the auth header
@@ -278,7 +295,14 @@ class EndpointPool:
             self._wake()  # room left (an endpoint came back): the next waiter need not wait
         return ep
 
-    def release(self, ep: Endpoint) -> None:
+    def release(self, ep: Endpoint, started: float | None = None, overload: bool = False, ticket: int = 0) -> None:
+        """The call on `ep` is over. `started` (time.monotonic() when it was sent) for a call that
+        says something about the endpoint's capacity: it answered (its round trip counts) or it
+        was refused as overloaded (429/503/timeout); None for one that says nothing (refused
+        connection, a 400, cancelled). `ticket`: `ep.calls` right after its acquire (its
+        admission number). A limit that grew lets more waiters through (see acquire)."""
+        if ep.limiter is not None and started is not None:
+            ep.limiter.on_sample(ticket, time.monotonic() - started, overload, ep.in_flight, ep.calls)
         ep.in_flight -= 1
         self._wake()
 
@@ -292,6 +316,10 @@ class EndpointPool:
     def other_up(self, ep: Endpoint) -> bool:
         now = time.monotonic()
         return any(e is not ep and e.is_up(now) for e in self.endpoints)
+
+    def concurrency(self) -> dict[str, dict]:
+        """Each endpoint's limit: fixed, or adaptive with where it started, ended and peaked."""
+        return {e.url: e.concurrency() for e in self.endpoints}
 
     def close(self) -> None:
         for e in self.endpoints:

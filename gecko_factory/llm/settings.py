@@ -41,7 +41,13 @@ class LLMSettings(BaseSettings):
         default="fast", description="GECKO_LLM_TRANSPORT: 'fast' (own keep-alive HTTP/1.1, no "
         "proxies or redirects) or 'openai' (the openai package: HTTP(S)_PROXY, redirects; ~10x "
         "the client CPU per call)")
-    concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once, per endpoint")
+    concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once, per endpoint "
+                             "(with adaptive concurrency, where each endpoint's limit starts)")
+    adaptive_concurrency: bool | None = Field(
+        default=None, description="GECKO_LLM_ADAPTIVE_CONCURRENCY: learn each endpoint's limit from its "
+        "latency and its 429s/timeouts (grow while latency holds, back off when it rises; "
+        "gecko_factory/llm/concurrency.py), starting at `concurrency`, within [1, 1024]. Unset: on for "
+        "configured endpoints unless GECKO_LLM_CONCURRENCY is set; off for the embedded server")
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles, with jitter")
@@ -74,6 +80,13 @@ class LLMSettings(BaseSettings):
 
         return split_base_urls(self.base_url) if self.base_url else []
 
+    def adaptive(self) -> bool:
+        """Whether the client adapts its limit: as set, else for configured endpoints whose user
+        did not choose a concurrency (a number the user chose is kept as given)."""
+        if self.adaptive_concurrency is not None:
+            return self.adaptive_concurrency
+        return bool(self.base_url) and "concurrency" not in self.model_fields_set
+
     def public_dict(self) -> dict:
         """Settings fit for a manifest: no key, and the base URLs without user:password@."""
         from gecko_factory.llm.endpoints import public_url
@@ -86,6 +99,7 @@ class LLMSettings(BaseSettings):
             "judge_model": self.judge_model or self.model,
             "transport": self.transport,
             "concurrency": self.concurrency,
+            "adaptive_concurrency": self.adaptive(),
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
             "outage_retry_delays_s": self.outage_retry_delays_s,
@@ -120,6 +134,8 @@ def client_settings(settings: LLMSettings | None = None) -> LLMSettings:
         update["judge_model"] = None  # one model writes and judges
     if "concurrency" not in settings.model_fields_set:
         update["concurrency"] = EMBEDDED_CONCURRENCY
+    if settings.adaptive_concurrency is None:
+        update["adaptive_concurrency"] = False  # one llama.cpp context: more in flight only queue
     if "timeout_s" not in settings.model_fields_set:
         update["timeout_s"] = EMBEDDED_TIMEOUT_S
     return settings.model_copy(update=update)
