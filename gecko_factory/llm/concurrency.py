@@ -132,7 +132,7 @@ class AdaptiveLimit:
         # The next window counts calls admitted from now on, less the burst a raise lets in at
         # once: those fill the server's free slots before any queue forms, and their quick
         # answers would make the new limit look free (the knee overshot by a slow-start step).
-        burst = max(0, new - in_flight + 1)
+        burst = max(0, new - in_flight + 1) if new > old else 0
         self._count_from = admitted + 1 + burst
         self._rtts.clear()
         self._max_in_flight = 0
