@@ -23,6 +23,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from gecko_factory.config import FretConfig
 from gecko_factory.shard_pipeline import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
+from gecko_factory.llm.runtime import get_runtime
 from gecko_factory.llm.settings import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
@@ -160,7 +161,8 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
         stop_reason = (f"{states[stopped[0]].result(raise_on_failure=False)}; {len(stopped)} shards "
                        f"left pending: resume with a larger budget")
     manifest = manifest_task(run_dir, {
-        "llm": settings.public_dict(), "index": index, "judge_mode_used": mode,
+        "llm": {**settings.public_dict(), "concurrency_limits": get_runtime().concurrency(base_url)},
+        "index": index, "judge_mode_used": mode,
         "wall_seconds": round(time.perf_counter() - t0, 2),
         "failed_shards": {str(k): v for k, v in failed.items()},
         "stopped": stop_reason,

@@ -58,6 +58,15 @@ class LLMRuntime:
             shared = self._clients[key] = LLMClient(settings, base_url, cache=cache, budget=budget)
         return shared.scoped()
 
+    def concurrency(self, base_url: str) -> dict[str, dict]:
+        """Each endpoint's concurrency limit (fixed, or adaptive: start, final, peak) as the latest
+        client for `base_url` in this process left it; {} when its shards ran elsewhere (Dask)."""
+        found: dict[str, dict] = {}
+        for key, client in list(self._clients.items()):  # insertion order: the latest run wins
+            if key[0] == base_url:
+                found.update(client.concurrency())
+        return found
+
 
 async def gather_all(*aws: Awaitable[T]) -> list[T]:
     """`asyncio.gather`, except that when one fails the others are cancelled (and awaited).

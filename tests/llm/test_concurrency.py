@@ -182,6 +182,19 @@ def test_the_embedded_server_keeps_its_fixed_two(clean_env):
     assert LLMClient(embedded, URL).concurrency() == {URL: {"mode": "fixed", "limit": 2}}
 
 
+def test_the_manifest_reads_each_endpoints_limit_from_the_latest_client(clean_env):
+    from gecko_factory.llm.runtime import LLMRuntime
+
+    runtime = LLMRuntime()  # the flow's: fret.py records runtime.concurrency(base_url) in manifest.llm
+    other = "http://127.0.0.1:10/v1"
+    runtime.client(LLMSettings(_env_file=None, concurrency=4), URL)
+    runtime.client(LLMSettings(_env_file=None, adaptive_concurrency=True), URL, budget_key=("run2", None, None))
+    runtime.client(LLMSettings(_env_file=None), other)
+    limits = runtime.concurrency(URL)
+    assert list(limits) == [URL] and limits[URL]["mode"] == "adaptive" and limits[URL]["start"] == 8
+    assert runtime.concurrency("http://127.0.0.1:11/v1") == {}  # shards that ran in other processes
+
+
 def test_real_http_against_a_knee_of_16_settles_near_it():
     capacity = 16
 

@@ -149,3 +149,6 @@ def test_the_flow_over_two_endpoints_writes_what_one_writes(two_servers, small_c
     assert b1 == 0 and b2 > 10  # the second endpoint served only the two-endpoint run
     assert df2.sort("example_id").equals(df1.sort("example_id")) and df1.height == 12
     assert m2["llm"]["endpoints"] == [a.base_url, b.base_url] and m1["llm"]["endpoints"] == [a.base_url]
+    # GECKO_LLM_CONCURRENCY set: each endpoint's limit stays fixed, and the manifest says so
+    assert m2["llm"]["adaptive_concurrency"] is False
+    assert m2["llm"]["concurrency_limits"] == {u: {"mode": "fixed", "limit": 4} for u in (a.base_url, b.base_url)}
