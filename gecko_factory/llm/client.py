@@ -194,7 +194,7 @@ class LLMClient:
                         self.budget.add(prompt, completion)
                 return result
             finally:
-                self.pool.release(ep, started, overload, ticket)
+                self.pool.release(ep, ticket, started, overload)
             self.usage.retries += 1
             avoid = ep
             if isinstance(failure, ConnectFailed) and self.pool.other_up(ep):

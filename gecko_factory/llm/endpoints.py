@@ -295,14 +295,15 @@ class EndpointPool:
             self._wake()  # room left (an endpoint came back): the next waiter need not wait
         return ep
 
-    def release(self, ep: Endpoint, started: float | None = None, overload: bool = False, ticket: int = 0) -> None:
-        """The call on `ep` is over. `started` (time.monotonic() when it was sent) for a call that
-        says something about the endpoint's capacity: it answered (its round trip counts) or it
-        was refused as overloaded (429/503/timeout); None for one that says nothing (refused
-        connection, a 400, cancelled). `ticket`: `ep.calls` right after its acquire (its
-        admission number). A limit that grew lets more waiters through (see acquire)."""
-        if ep.limiter is not None and started is not None:
-            ep.limiter.on_sample(ticket, time.monotonic() - started, overload, ep.in_flight, ep.calls)
+    def release(self, ep: Endpoint, ticket: int = 0, started: float | None = None, overload: bool = False) -> None:
+        """The call on `ep` is over. For an adaptive limit: `ticket`, `ep.calls` right after its
+        acquire (its admission number); `started` (time.monotonic() when it was sent) for a call
+        that says something about the endpoint's capacity: it answered (its round trip counts) or
+        it was refused as overloaded (429/503/timeout); None for one that says nothing (refused
+        connection, a 500, cancelled). A limit that grew lets more waiters through (see acquire)."""
+        if ep.limiter is not None and ticket:
+            rtt = None if started is None else time.monotonic() - started
+            ep.limiter.on_sample(ticket, rtt, overload, ep.in_flight, ep.calls)
         ep.in_flight -= 1
         self._wake()
 

@@ -4,6 +4,7 @@ that turn it on, and one real-HTTP run against a server with a capacity knee."""
 import asyncio
 import heapq
 import logging
+import random
 import time
 
 import pytest
@@ -19,9 +20,12 @@ URL = "http://127.0.0.1:9/v1"  # never connected to: the pool's gate needs no se
 
 class KneeSim:
     """A client with a backlog and the knee server (C slots, FIFO queue, 429 beyond 2C in flight),
-    on a virtual clock: what bench/concurrency.py measures, without the CPU's noise."""
+    on a virtual clock: what bench/concurrency.py measures, without the CPU's noise. Service times
+    vary +-20 % (seeded): identical ones keep the calls in lock-step cohorts, where a queue of
+    0.4 C makes some calls wait a whole service time and the rest none, and the median sees none."""
 
     def __init__(self, capacity: int, service_s: float, initial: int = 8):
+        self.rng = random.Random(0)
         self.now = 0.0
         self.limit = AdaptiveLimit(initial, clock=lambda: self.now, name="sim")
         self.capacity, self.service_s = capacity, service_s
@@ -36,7 +40,7 @@ class KneeSim:
             if self.in_flight > 2 * self.capacity:
                 heapq.heappush(self.events, (self.now + 0.001, self.admitted, self.now, True))
                 continue
-            finish = max(self.now, heapq.heappop(self.slots)) + self.service_s
+            finish = max(self.now, heapq.heappop(self.slots)) + self.service_s * self.rng.uniform(0.8, 1.2)
             heapq.heappush(self.slots, finish)
             heapq.heappush(self.events, (finish, self.admitted, self.now, False))
 
@@ -62,7 +66,7 @@ def feed(limit: AdaptiveLimit, n: int, rtt: float, first_ticket: int, in_flight:
 @pytest.mark.parametrize("capacity", [64, 256])
 def test_on_a_knee_it_settles_between_c_and_2c_without_a_429(capacity, caplog):
     with caplog.at_level(logging.INFO, logger="gecko_factory.llm.concurrency"):
-        sim = KneeSim(capacity, 0.05).run(100 * capacity)
+        sim = KneeSim(capacity, 0.05).run(150 * capacity)  # ~150 round trips, ~20 of them the ramp from 8
     s = sim.limit.summary()
     assert sim.refused == 0 and s["overloads"] == 0
     assert capacity <= s["final"] < 2 * capacity and s["peak"] <= 2 * capacity, s
@@ -76,7 +80,7 @@ def test_on_a_knee_it_settles_between_c_and_2c_without_a_429(capacity, caplog):
 def test_grows_while_latency_holds_and_stops_at_the_bound():
     limit = AdaptiveLimit(8, max_limit=100)
     ticket = feed(limit, 8, 0.1, 1)
-    assert limit.limit == 12  # slow start: x1.5 a window
+    assert limit.limit == 14  # slow start: x1.75 a window while latency is as at low load
     for _ in range(40):
         ticket = feed(limit, limit.limit, 0.1, ticket)
     assert limit.limit == 100
@@ -101,23 +105,38 @@ def test_backs_off_once_per_round_trip_on_429_and_timeouts():
 
 def test_rising_latency_cuts_at_most_a_quarter_and_the_floor_is_one():
     limit = AdaptiveLimit(64)
-    ticket = feed(limit, 16, 0.1, 1)  # the baseline; limit 96
-    ticket = feed(limit, 12, 10.0, ticket + 96)  # past the raise's burst: latency x100
-    assert limit.limit == 72  # x0.75, not x0.014: one window may be a stall
-    for t in range(ticket + 100, ticket + 130):  # each 429 from a call sent after the last cut
+    ticket = feed(limit, 8, 0.1, 1)  # the baseline; limit 112
+    ticket = feed(limit, 49, 10.0, ticket)  # the raise's burst (49 calls let in at once) answers...
+    ticket = feed(limit, 14, 10.0, ticket)  # ...and a window of the calls after it: latency x100
+    assert limit.limit == 84  # x0.75, not x0.014: one window may be a stall
+    for t in range(ticket, ticket + 30):  # each 429 from a call sent after the last cut
         limit.on_sample(t, 0.1, True, limit.limit, t)
     assert limit.limit == 1
 
 
-def test_the_burst_a_raise_lets_in_does_not_count():
-    # After 8 -> 12 the 4 calls admitted at once find free server slots; they must not be the
-    # window that says 12 is free.
+def test_after_a_raise_the_window_waits_for_the_burst_to_reach_the_server():
+    # The calls a raise lets in at once open connections or take free slots; calls sent just
+    # after them can overtake them and answer as if the new limit were free.
     limit = AdaptiveLimit(8)
-    feed(limit, 8, 0.1, 1)  # admitted 1..8, limit now 12: the burst is tickets 9..12
+    feed(limit, 8, 0.1, 1)  # limit 14: calls 9..15 are the burst
+    for t in range(16, 41):  # later calls overtake the burst and answer fast: they say nothing
+        limit.on_sample(t, 0.1, False, 14, 40)
+    assert limit.limit == 14
+    for t in range(9, 16):  # the burst answers: it has reached the server
+        limit.on_sample(t, 0.5, False, 14, 40)
+    assert limit.limit == 14
+    for t in range(41, 49):  # the window: calls sent after the burst, answering after it, queued behind it
+        limit.on_sample(t, 0.5, False, 14, 48)
+    assert limit.limit < 14 and not limit.slow_start
+
+
+def test_a_call_that_says_nothing_still_closes_its_window():
+    limit = AdaptiveLimit(8)
+    for t in range(1, 9):  # 500s, refused connections: no round trip, no decision, no stall
+        limit.on_sample(t, None, False, 8, t)
+    assert limit.limit == 8
     feed(limit, 8, 0.1, 9)
-    assert limit.limit == 12
-    feed(limit, 8, 0.1, 13)
-    assert limit.limit == 18
+    assert limit.limit == 14
 
 
 def test_the_pool_lets_waiters_through_when_the_limit_grows_and_holds_them_when_it_falls():
@@ -134,20 +153,20 @@ def test_the_pool_lets_waiters_through_when_the_limit_grows_and_holds_them_when_
         await asyncio.sleep(0)
         assert not got and ep.in_flight == 8
         sent = time.monotonic() - 0.05
-        for ticket, e in enumerate(held, 1):  # 8 answers at flat latency: the limit grows to 12
-            pool.release(e, sent, False, ticket)
+        for ticket, e in enumerate(held, 1):  # 8 answers at flat latency: the limit grows to 14
+            pool.release(e, ticket, sent, False)
         for _ in range(20):
             await asyncio.sleep(0)
-        assert ep.limit == 12 and len(got) == 12 and ep.in_flight == 12
-        pool.release(got.pop(), sent, True, 10**6)  # a 429 from a call sent well after: 12 -> 8
+        assert ep.limit == 14 and len(got) == 14 and ep.in_flight == 14
+        pool.release(got.pop(), 10**6, sent, True)  # a 429 from a call sent well after: 14 -> 9
         for _ in range(5):
             await asyncio.sleep(0)
-        assert ep.limit == 8 and ep.in_flight == 11 and len(got) == 11  # nobody new until below 8
-        for _ in range(4):
+        assert ep.limit == 9 and ep.in_flight == 13 and len(got) == 13  # nobody new until below 9
+        for _ in range(5):
             pool.release(got.pop())
         for _ in range(5):
             await asyncio.sleep(0)
-        assert ep.in_flight == 8 and len(got) == 8  # 7 left + the one the fourth release let in
+        assert ep.in_flight == 9 and len(got) == 9  # 8 left + the one the fifth release let in
         for w in waiters:
             w.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
