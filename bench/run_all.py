@@ -31,7 +31,7 @@ from bench.common import REPO, machine
 PLAN: dict[str, tuple[list[str], int]] = {
     "e2e": (["--paragraphs", "5000", "--latency-ms", "50", "--concurrency", "64"], 600),
     "client": ([], 120),
-    "concurrency": ([], 240),  # ~2.3 min: the adaptive limit needs ~100 round trips to pay off its ramp
+    "concurrency": ([], 300),  # ~2.5 min: the adaptive limit needs ~100 round trips to pay off its ramp from 8
     "distilabel": ([], 150),
     "mining": (["--docs", "600", "--queries", "200"], 240),
     "encoder": (["--texts", "384", "--rounds", "2"], 150),
