@@ -20,7 +20,10 @@ EMBEDDED_JUDGE_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 
 
 class LLMSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GECKO_LLM_", env_file=".env", extra="ignore")
+    # populate_by_name: LLMSettings(base_url=...) from Python; without it the aliased fields take
+    # only their alias names and the keyword is silently ignored (bench/client.py's was).
+    model_config = SettingsConfigDict(env_prefix="GECKO_LLM_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
 
     base_url: str | None = Field(
         default=None,

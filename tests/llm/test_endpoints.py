@@ -125,6 +125,16 @@ def test_base_url_list_is_validated_and_public_dict_has_no_key(monkeypatch):
         LLMSettings(_env_file=None)
 
 
+def test_aliased_settings_take_their_field_names_from_python(monkeypatch):
+    """LLMSettings(base_url=..., api_key=...) as well as the env names: a keyword that was
+    silently dropped (the field took only its aliases) pointed a benchmark at the wrong server."""
+    for k in ("OPENAI_BASE_URL", "GECKO_LLM_BASE_URL", "OPENAI_API_KEY", "GECKO_LLM_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    s = LLMSettings(_env_file=None, base_url="http://a:8000/v1", api_key=KEY)
+    assert s.endpoints() == ["http://a:8000/v1"] and s.api_key.get_secret_value() == KEY
+    assert KEY not in repr(s) and KEY not in str(s.public_dict())
+
+
 def test_the_flow_over_two_endpoints_writes_what_one_writes(two_servers, small_corpus, prefect_harness,
                                                             tmp_path, monkeypatch):
     # The comma-separated list goes through the flow untouched: probe, shards, manifest.
