@@ -162,7 +162,11 @@ def _print_summary(m: Manifest, out: Path) -> None:
     table.add_row("LLM calls", f"{u['calls']:,} ({u['prompt_tokens']:,} prompt + "
                                f"{u['completion_tokens']:,} completion tokens, {u['retries']} retries, "
                                f"{u.get('cache_hits', 0):,} answers from cache)")
-    table.add_row("judge", ", ".join(m.judge_mode or [m.judge_mode_used or "?"]))
+    judge = ", ".join(m.judge_mode or [m.judge_mode_used or "?"])
+    if m.llm and m.llm.get("model"):  # which model wrote and which judged: the data's provenance
+        table.add_row("queries written by", m.llm["model"])
+        judge += f" · {m.llm.get('judge_model') or m.llm['model']}"
+    table.add_row("judge", judge)
     if m.wall_seconds is not None:
         table.add_row("wall time", f"{m.wall_seconds:.1f} s")
     if m.cost_usd is not None:

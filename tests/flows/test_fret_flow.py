@@ -153,6 +153,7 @@ def test_cli_inspect(finished_run):
     assert result.exit_code == 0, result.output
     assert "examples written" in result.output and "50 of 51" in result.output
     assert "query:" in result.output
+    assert "queries written by" in result.output and "scripted" in result.output  # provenance
 
 
 def test_cli_empty_corpus_fails_clearly(tmp_path, prefect_harness, llm_env):
