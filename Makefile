@@ -53,8 +53,9 @@ inspect: $(VENV)/.stamp-project
 	$(BIN)/gecko-factory inspect $(RUN_OUT)
 
 # The judge audit (issue 12): the first 100 SciFact *train* claims, mined and judged as `make run`
-# judges (N = 5, two-prompt, the embedded LLM unless OPENAI_BASE_URL is set): ~1 h on 2 cores
-# with the 0.5B judge. Resumable: a rerun judges only what is missing (the rest is cached).
+# judges (N = 5, two-prompt, the embedded LLM unless OPENAI_BASE_URL is set): ~1 h on 2 idle cores
+# with the 0.5B judge, ~2 h with the 1.5B (the default). Resumable: a rerun judges only what is
+# missing (the rest is cached).
 AUDIT_ARGS ?= --limit 100 --candidates 5
 audit: setup
 	$(BIN)/gecko-factory audit $(AUDIT_ARGS)
