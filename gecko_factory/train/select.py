@@ -42,7 +42,7 @@ class Selection(BaseModel):
     one (the acceptance is on dev), else on the selection measure."""
 
     metric: Literal["last", "val_loss", "dev"]
-    dev: str | None = None
+    dev: str | None = None  # the dev set and its split, e.g. "scifact [train]"
     selected_step: int
     base: float | None  # the selection measure at step 0 (None for `last` without a dev set)
     selected: float | None

@@ -307,7 +307,7 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     if selector or dev_set:
         if selector:
             selector.restore(model)  # the export is the best state, the base's when nothing beat it
-        selection = summarize(metric, history, cfg.dev, step)
+        selection = summarize(metric, history, cfg.dev and f"{cfg.dev} [{cfg.dev_split}]", step)
         if not selection.beat_base:
             log.warning("NOT BETTER THAN THE BASE: no step of %d beat the base on %s; the export "
                         "is step %d's weights%s", step, cfg.dev or "the validation loss",
