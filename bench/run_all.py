@@ -1,5 +1,8 @@
 """`make bench`: run every benchmark, one at a time, and write BENCHMARKS.md.
 
+What the run does not measure stays as it was: other benchmarks' rows and sections (with
+`--only`) and the sections that are no benchmark's output (the judge audit, figures taken by hand).
+
 Each `bench/<name>.py` runs in its own subprocess with a size budget (its arguments below) and a
 timeout, and writes a `BenchResult` (bench/common.py) as JSON. One that is missing, fails, times
 out or writes nothing is listed as such: the others still run and the file is still written.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -137,6 +141,41 @@ def render(rows: list[dict], argv: list[str], started: datetime, seconds: float)
     return "\n".join(lines) + "\n"
 
 
+def _sections(text: str) -> list[tuple[str, str]]:
+    """`## ` heading -> its section text (heading line included), in file order."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    return [(part.splitlines()[0], part.rstrip("\n")) for part in parts[1:]]
+
+
+def keep_unwritten(old: str, new: str, names_run: set[str]) -> str:
+    """`new` plus what `old` holds that this run did not measure, so no record is lost.
+
+    A run with `--only` rewrites only its own benchmarks: the other benchmarks' table rows and
+    sections stay as they were (their own dates and commits are in their text). Sections that are
+    not a `bench/<name>.py` result at all (the judge audit, measurements made by hand) are kept
+    whole, after the benchmarks.
+    """
+    if not old:
+        return new
+    bench_heading = re.compile(r"^## bench/(\w+)\.py")
+    kept_rows = [line for line in old.splitlines()
+                 if (m := re.match(r"^\| (\w+) \| ", line)) and m.group(1) in PLAN
+                 and m.group(1) not in names_run]
+    kept_bench, kept_other = [], []
+    for heading, body in _sections(old):
+        m = bench_heading.match(heading)
+        if m is None:
+            kept_other.append(body)
+        elif m.group(1) not in names_run:
+            kept_bench.append(body)
+    lines = new.rstrip("\n").splitlines()
+    if kept_rows:  # after the last row of the summary table, which comes before any section
+        first_section = next((i for i, x in enumerate(lines) if x.startswith("## ")), len(lines))
+        last_row = max(i for i in range(first_section) if lines[i].startswith("| "))
+        lines[last_row + 1:last_row + 1] = kept_rows
+    return "\n\n".join(["\n".join(lines), *kept_bench, *kept_other]) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
@@ -169,6 +208,8 @@ def main() -> None:
                   flush=True)
             rows.append(row)
         text = render(rows, sys.argv[1:], started, time.monotonic() - t0)
+    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    text = keep_unwritten(previous, text, {r["name"] for r in rows})
     tmp_out = args.out.with_suffix(args.out.suffix + ".tmp")
     tmp_out.write_text(text, encoding="utf-8")
     tmp_out.replace(args.out)
