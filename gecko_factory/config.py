@@ -67,8 +67,7 @@ class FretConfig(BaseModel):
     negative: Literal["lowest", "random"] = run_option("negative")
     # Candidates that may not be the hard negative (likely false negatives); None: Gecko's rule.
     negative_guard: NegativeGuard | None = Field(default_factory=NegativeGuard)
-    encoder: str = Field(default="all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' or a local folder; "
-                         "':int8' after it: the int8 encoder (embed.py), for the index and the queries")
+    encoder: str = run_option("encoder")  # NAME or NAME:int8 (embed.parse_encoder)
     embed_batch_size: int = Field(default=64, ge=1)
     index: IndexConfig = Field(default_factory=IndexConfig)
     llm_model: str = ""  # filled from LLMSettings when the run starts: the model that writes

@@ -61,8 +61,10 @@ def test_run_takes_every_option_of_the_model():
 
 @pytest.mark.parametrize("args, expected", [
     ([], RunOptions()),
-    (["--no-cache", "--task-runner", "dask", "--no-negative-guard", "--candidates", "5"],
-     RunOptions(cache="off", task_runner="dask", negative_guard=False, candidates=5)),
+    (["--no-cache", "--task-runner", "dask", "--no-negative-guard", "--candidates", "5",
+      "--encoder", "all-MiniLM-L6-v2:int8"],
+     RunOptions(cache="off", task_runner="dask", negative_guard=False, candidates=5,
+                encoder="all-MiniLM-L6-v2:int8")),
     (["--refresh-cache", "--task-runner", "dask", "--dask-address", "tcp://h:1", "--fusion", "rrf",
       "--synth-temperature", "0.2", "--judge-mode", "auto"],
      RunOptions(cache="refresh", task_runner="tcp://h:1", fusion="rrf", synth_temperature=0.2,
@@ -96,7 +98,8 @@ def test_config_from_options_and_back(tmp_path):
     for options in (RunOptions(), RunOptions(corpus=str(tmp_path), limit=3, seed_ids_file=str(seeds),
                                              candidates=4, shard_size=2, negative="random", seed=7,
                                              fusion="wrrf:ql=1,rc=0.5", negative_guard=False,
-                                             synth_temperature=0.1, judge_mode="one_pass")):
+                                             synth_temperature=0.1, judge_mode="one_pass",
+                                             encoder="all-MiniLM-L6-v2:int8")):
         config = FretConfig.from_options(options, "writer", "judge", PROMPTS)
         back = config.run_options()
         assert FretConfig.from_options(back, "writer", "judge", PROMPTS) == config
@@ -125,6 +128,16 @@ def test_synth_temperature_reaches_the_recipe_and_the_synthesis_request():
     paragraph = Paragraph(id="p1", title="", text="A paragraph long enough to be a seed for a query.")
     assert asyncio.run(synthesize_one(client, paragraph, cold, result)) is None  # type: ignore[arg-type]
     assert client.temperatures == [0.1]
+
+
+def test_the_encoder_is_an_option_of_the_recipe():
+    """`--encoder all-MiniLM-L6-v2:int8` reaches the config the index and mining read, and is a
+    new recipe (int8 finds other neighbours); the default leaves the hash as it was."""
+    int8 = FretConfig.from_options(RunOptions(encoder="all-MiniLM-L6-v2:int8"), "m", None, PROMPTS)
+    default = FretConfig.from_options(RunOptions(), "m", None, PROMPTS)
+    assert int8.encoder == "all-MiniLM-L6-v2:int8" and default.encoder == FretConfig().encoder
+    assert int8.output_hash() != default.output_hash()
+    assert int8.run_options().encoder == "all-MiniLM-L6-v2:int8"  # what `resume` reruns with
 
 
 def test_resume_reruns_with_the_recorded_options(tmp_path, monkeypatch):
