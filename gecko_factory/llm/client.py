@@ -48,6 +48,10 @@ class LLMRequestRejected(LLMError):
     that needed it is a counted skip."""
 
 
+# The longest Retry-After honoured; a longer one (an hour's quota) waits this long and retries,
+# and if the server still refuses, the retries run out and the shard fails to be resumed later.
+MAX_RETRY_AFTER_S = 60.0
+
 # Refusals about one request's content. 401/403/404 are about the setup (key, model name, URL):
 # they fail the unit of work like a bug, since every other request would fail the same way.
 REJECTED_STATUSES = frozenset({400, 413, 422})
@@ -200,7 +204,11 @@ class LLMClient:
             if isinstance(failure, ConnectFailed) and self.pool.other_up(ep):
                 continue  # that endpoint is down, another is up: no reason to wait
             # Full jitter: spread retries of a burst of 429s instead of replaying the burst.
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            wait = delay * (0.5 + random.random())
+            if isinstance(failure, HTTPStatusError) and failure.retry_after is not None:
+                # the server said when (a rate limit's window): sooner only earns another 429
+                wait = max(wait, min(failure.retry_after, MAX_RETRY_AFTER_S))
+            await asyncio.sleep(wait)
             delay *= 2
         raise AssertionError("unreachable")
 

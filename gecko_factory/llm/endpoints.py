@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import json
 import logging
 import ssl
@@ -45,9 +46,27 @@ class RequestTimeout(TransportError):
 
 
 class HTTPStatusError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
         super().__init__(f"{status}: {message}")
         self.status, self.message = status, message
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if any
+
+
+def parse_retry_after(value: str | bytes | None, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds: delta-seconds or an HTTP-date (RFC 9110); None if absent
+    or unreadable (then the client's own backoff applies)."""
+    if value is None:
+        return None
+    text = (value.decode("latin-1") if isinstance(value, bytes) else value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class MalformedResponse(ValueError):
@@ -126,24 +145,24 @@ class Endpoint:
                  if body is not None else b"\r\n"))
         try:
             async with asyncio.timeout(timeout):
-                status, raw = await self._exchange(head + data)
+                status, raw, retry_after = await self._exchange(head + data)
         except TimeoutError:
             raise RequestTimeout(f"no answer within {timeout}s") from None
         try:
             answer = json.loads(raw) if raw else None
         except ValueError:
             if status >= 400:  # an HTML error page from a proxy: the status says enough
-                raise HTTPStatusError(status, raw[:200].decode("utf-8", "replace")) from None
+                raise HTTPStatusError(status, raw[:200].decode("utf-8", "replace"), retry_after) from None
             raise
         if status >= 400:
             err = answer.get("error") if isinstance(answer, dict) else None
             message = err.get("message") if isinstance(err, dict) else (err or answer)
-            raise HTTPStatusError(status, str(message))
+            raise HTTPStatusError(status, str(message), retry_after)
         if not isinstance(answer, dict):
             raise MalformedResponse(f"the answer is a {type(answer).__name__}, not a JSON object")
         return answer
 
-    async def _exchange(self, payload: bytes) -> tuple[int, bytes]:
+    async def _exchange(self, payload: bytes) -> tuple[int, bytes, float | None]:
         # A kept-alive connection may have been closed by the server meanwhile (uvicorn closes
         # idle ones after 5 s): an answerless EOF on a reused connection is retried once on a
         # fresh one, as browsers and httpcore do. The request never reached a handler.
@@ -167,7 +186,7 @@ class Endpoint:
         except _StaleConnection as exc:
             raise TransportError("the server closed the connection without answering") from exc
 
-    async def _send(self, reader, writer, payload: bytes) -> tuple[int, bytes]:
+    async def _send(self, reader, writer, payload: bytes) -> tuple[int, bytes, float | None]:
         ok = False
         try:
             writer.write(payload)
@@ -177,7 +196,7 @@ class Endpoint:
                 if not exc.partial:
                     raise _StaleConnection() from None
                 raise TransportError("the server closed the connection mid-answer") from None
-            status, length, chunked, keep = _parse_head(head)
+            status, length, chunked, keep, retry_after = _parse_head(head)
             if chunked:
                 raw = await _read_chunked(reader)
             elif length is not None:
@@ -187,7 +206,7 @@ class Endpoint:
             else:  # no length: the body runs to the end of the connection
                 raw, keep = await reader.read(), False
             ok = keep
-            return status, raw
+            return status, raw, retry_after
         except asyncio.IncompleteReadError:
             raise TransportError("the server closed the connection mid-answer") from None
         except ValueError as exc:  # a bad Content-Length or chunk size
@@ -210,14 +229,14 @@ class _StaleConnection(Exception):
     pass
 
 
-def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
+def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool, float | None]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         raise TransportError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
     status = int(parts[1])
     keep = parts[0] == b"HTTP/1.1"
-    length, chunked = None, False
+    length, chunked, retry_after = None, False, None
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -228,7 +247,9 @@ def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
         elif name == b"connection":
             v = value.strip().lower()
             keep = v == b"keep-alive" if not keep else v != b"close"
-    return status, length, chunked, keep
+        elif name == b"retry-after":
+            retry_after = parse_retry_after(value)
+    return status, length, chunked, keep, retry_after
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import httpx
 import openai
 
-from gecko_factory.llm.endpoints import ConnectFailed, Endpoint, HTTPStatusError, MalformedResponse, RequestTimeout
+from gecko_factory.llm.endpoints import (ConnectFailed, Endpoint, HTTPStatusError, MalformedResponse, RequestTimeout,
+                                         parse_retry_after)
 
 
 class OpenAIEndpoint(Endpoint):
@@ -35,7 +36,8 @@ class OpenAIEndpoint(Endpoint):
             raise ConnectFailed(str(exc.__cause__ or exc)) from None
         except openai.APIStatusError as exc:
             err = exc.body.get("message") if isinstance(exc.body, dict) else exc.body
-            raise HTTPStatusError(exc.status_code, str(err or exc.message)) from None
+            raise HTTPStatusError(exc.status_code, str(err or exc.message),
+                                  parse_retry_after(exc.response.headers.get("retry-after"))) from None
         try:
             answer = response.json()
         except ValueError as exc:

@@ -133,3 +133,58 @@ def test_cache_batches_writes_but_reads_its_pending_answers(tmp_path):
     cache.put("last", "chat", {"text": "z"})
     cache.close()
     assert on_disk() == FLUSH_ROWS + 2 and RequestCache(path).get("last") == {"text": "z"}
+
+
+@pytest.mark.parametrize("transport", ["fast", "openai"])
+@pytest.mark.parametrize("header", ["1.2", "DATE"])
+def test_a_429_waits_as_long_as_its_retry_after_says(transport, header):
+    """A rate limit that says when to come back (Retry-After: seconds or an HTTP-date) is retried
+    no sooner, whatever the client's own backoff; a server on loopback answers the first call 429
+    and the second with a chat answer, and records when each arrived."""
+    import email.utils
+    import json
+    import time
+
+    arrivals: list[float] = []
+    ok = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+
+    async def handle(reader, writer):
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+                break  # the client closed its connection, or the test is over
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            arrivals.append(time.monotonic())
+            if len(arrivals) == 1:
+                when = (email.utils.formatdate(time.time() + 2, usegmt=True) if header == "DATE"
+                        else header)
+                body = b'{"error": {"message": "slow down", "type": "rate_limit"}}'
+                writer.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                             b"Retry-After: " + when.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(ok) + ok)
+            await writer.drain()
+        writer.close()
+
+    async def go():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = LLMSettings(_env_file=None, model="m", backoff_s=0.01, max_retries=2, transport=transport)
+        client = LLMClient(settings, f"http://127.0.0.1:{port}/v1")
+        try:
+            answer = await client.chat([{"role": "user", "content": "hi"}])
+            return answer, client.usage
+        finally:
+            await client.aclose()
+            server.close()
+
+    answer, usage = asyncio.run(go())
+    assert answer.text == "fine" and usage.retries == 1 and len(arrivals) == 2
+    # an HTTP-date has whole seconds: 2 s ahead is at least 1 s away when it is read
+    assert arrivals[1] - arrivals[0] >= (1.0 if header == "DATE" else 1.2)
