@@ -86,6 +86,43 @@ def test_one_pass_ql_is_the_two_prompt_ql(embedded):
     assert [a.ql for a in one] == pytest.approx([b.ql for b in two], abs=0.25)
 
 
+def test_the_server_profile(embedded):
+    """GET /stats counts what each context of each model did, and the prefix cache shows as fewer
+    tokens computed than sent (bench/embedded.py reads these figures)."""
+    import urllib.request
+
+    from gecko_factory.corpus import sample_corpus_path
+    from gecko_factory.llm.settings import EMBEDDED_MODEL_NAME
+
+    root = embedded.base_url.removesuffix("/v1")
+
+    def post(path: str, body: dict) -> dict:
+        req = urllib.request.Request(root + path, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+
+    def stats() -> dict:
+        with urllib.request.urlopen(root + "/stats", timeout=30) as r:
+            return json.loads(r.read())
+
+    text = " ".join(e["extract"] for e in list(json.loads(sample_corpus_path().read_text()).values())[:6])
+    before = stats()
+    assert set(before) == {EMBEDDED_MODEL_NAME}  # this fixture's server: the writer alone
+    assert set(before[EMBEDDED_MODEL_NAME]) == {"gen", "score"}
+    model = EMBEDDED_MODEL_NAME
+    score = {"model": model, "prompt": text[:2000], "max_tokens": 0, "temperature": 0}
+    first = post("/v1/completions", score)
+    post("/v1/completions", {**score, "prompt": text[:2000] + " And more."})  # the same prefix
+    after = stats()[model]["score"]
+    sent = after["prompt_tokens"] - before[model]["score"]["prompt_tokens"]
+    computed = after["computed_tokens"] - before[model]["score"]["computed_tokens"]
+    assert after["calls"] - before[model]["score"]["calls"] == 2
+    assert sent >= 2 * first["usage"]["prompt_tokens"]
+    assert computed <= sent - 128  # at least one 128-token chunk of the second prompt was reused
+    assert after["busy_s"] > before[model]["score"]["busy_s"]
+
+
 def test_default_flow_starts_the_embedded_server(tmp_path, small_corpus, prefect_harness, monkeypatch):
     """No base URL set: the flow starts its own llama.cpp server (writer and judge) and writes real
     FRet rows."""

@@ -5,6 +5,12 @@ log-probs come from the logits (`scores[i-1]` predicts `tokens[i]`, see shared/M
 Two `Llama` instances share the mmapped weights: `gen` (fast sampling) and `score`
 (`logits_all=True`, for prompt and generation log-probs). llama.cpp contexts are not
 thread-safe, so each has a lock; calls run in worker threads so /health stays responsive.
+Contexts of different models (and the two of one model) may compute at once: one lock for all
+of them measured slower on 2 cores (bench/embedded.py, 2026-12-03: 181.6 s against 177.7 s for the
+same 4 seeds; 96.3 s against 90.1 s one-pass), likely because a call's Python work (log-softmax,
+JSON) then overlaps no other call's computing.
+`GET /stats` reports, per model and context, the calls, prompt tokens sent and actually computed
+(the rest came from the prefix cache), tokens generated, and seconds computing and waiting.
 Several models can be served at once (`--model A.gguf --model-name a --model B.gguf --model-name
 b`): a request goes to the engine its `model` field names (the first when it names none), so a
 small model can write queries while a stronger one judges, behind one port.
@@ -30,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gecko_factory.llm.server_stats import ContextStats, timed
 from gecko_factory.llm.server_text import (BadRequest, apply_stop, incremental_strings,
                                            json_grammar, sample_token)
 
@@ -116,6 +123,7 @@ class Engine:
         self.gen = Llama(**common)
         self.score = Llama(**common, logits_all=True)
         self.gen_lock, self.score_lock = threading.Lock(), threading.Lock()
+        self.stats = {"gen": ContextStats(), "score": ContextStats()}
         self.model_name = model_name
         self.n_ctx = n_ctx
         self.prefix_chunk = prefix_chunk
@@ -157,6 +165,7 @@ class Engine:
         else:
             llm.n_tokens = keep
         pos = keep
+        self.stats["score"].computed_tokens += len(tokens) - keep
         while pos < len(tokens):
             end = len(tokens) if c <= 0 else min(len(tokens), (pos // c + 1) * c)
             llm.eval(tokens[pos:end])
@@ -177,7 +186,8 @@ class Engine:
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         want_lp = req.logprobs is not None
         k = req.logprobs or 0
-        with self.score_lock:
+        with timed(self.score_lock, self.stats["score"]) as stats:
+            stats.prompt_tokens += len(tokens)
             rows = self._eval_scores(tokens)
             # lse[i] normalises row i, which predicts tokens[i + 1]. The prompt rows are read in
             # place (no 180 MB copy for a 300-token prompt): generation below only writes rows
@@ -186,6 +196,7 @@ class Engine:
             prompt_rows, lse = (rows[:-1], _logsumexp_rows(rows[:-1])) if need_prompt else (None, None)
             last = rows[-1].copy()
             gen, gen_lp, gen_top, finish = self._sample_loop(last, req, k if want_lp else -1, stops)
+            stats.generated_tokens += len(gen)
             n_prompt = len(tokens)
             gen_text = b"".join(self.piece(t) for t in gen).decode("utf-8", errors="replace")
             finish_text, finish = apply_stop(gen_text, stops, finish)
@@ -269,6 +280,7 @@ class Engine:
         grammar = json_grammar(req.response_format)
         max_tokens = req.max_completion_tokens or req.max_tokens
         # create_chat_completion's logprobs need logits_all, which only the scoring context has.
+        context = "score" if req.logprobs else "gen"
         llm, lock = (self.score, self.score_lock) if req.logprobs else (self.gen, self.gen_lock)
         kwargs: dict[str, Any] = {
             "messages": req.messages, "temperature": req.temperature, "top_p": req.top_p,
@@ -278,13 +290,18 @@ class Engine:
         }
         if req.logprobs:
             kwargs.update(logprobs=True, top_logprobs=req.top_logprobs or 0)
-        with lock:
+        with timed(lock, self.stats[context]) as stats:
             if llm is self.score:
                 self._canonical = 0  # llama's own prefix reuse batches differently
             try:
                 out = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # llama raises ValueError for over-long prompts
                 raise BadRequest(str(exc)) from exc
+            usage = out.get("usage") or {}
+            stats.prompt_tokens += usage.get("prompt_tokens", 0)
+            # an upper bound: llama reuses what its context still holds of the prompt, unseen here
+            stats.computed_tokens += usage.get("prompt_tokens", 0)
+            stats.generated_tokens += usage.get("completion_tokens", 0)
         out["model"] = self.model_name
         out["id"] = f"chatcmpl-{uuid.uuid4().hex}"
         for choice in out["choices"]:
@@ -305,6 +322,10 @@ def build_app(engines: list[Engine]) -> Starlette:
 
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    async def stats(_: Request) -> JSONResponse:
+        return JSONResponse({e.model_name: {k: v.as_dict() for k, v in e.stats.items()}
+                             for e in engines})
 
     async def models(_: Request) -> JSONResponse:
         data = [{"id": e.model_name, "object": "model", "created": 0, "owned_by": "gecko-factory"}
@@ -334,6 +355,7 @@ def build_app(engines: list[Engine]) -> Starlette:
     return Starlette(routes=[
         Route("/health", health),
         Route("/v1/models", models),
+        Route("/stats", stats),
         Route("/v1/chat/completions", endpoint(ChatRequest, "chat"), methods=["POST"]),
         Route("/v1/completions", endpoint(CompletionRequest, "complete"), methods=["POST"]),
     ])

@@ -1,0 +1,209 @@
+"""Seeds per hour on the embedded default, against the models' own token rates on this machine.
+
+The limit: on our llama.cpp server (both embedded models: the 0.5B writes, the 1.5B judges), one
+request at a time, each model's own prefill rate (three ~400-token prompts, no prefix reused, on
+the generation context: logits for the last position only) and decode rate (greedy generation,
+prefill subtracted), read from the server's own profile (`GET /stats`); also the prefill rate of
+the scoring context, which keeps every position's logits for prompt log-probs (the judge's QL). The factory: `gecko-factory run` on the bundled sample (K seeds, N candidates,
+two shards, no request cache, greedy writing so that every variant judges the same queries)
+pointed at a fresh server of the same build, with the embedded default's client settings (2 calls
+in flight). Its LLM phase is the server's window from the first
+call in to the last answer out. The time the same tokens need at the limit rates,
+
+    ideal = sum over models (prompt tokens / prefill rate + generated tokens / decode rate),
+
+set against that window is the fraction of the machine the factory gets (> 1 is possible: the
+prefix cache computes fewer tokens than are sent). Per judge form; the ratio is the default
+(two-prompt) form's fraction of the limit.
+
+    python bench/embedded.py [--seeds 4] [--candidates 5] [--forms two_prompt,one_pass] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.common import REPO, BenchResult, write_result
+
+LIMIT_PROMPTS = 3  # distinct prompts per model: no prefix is reused between them
+DECODE_TOKENS = 64
+
+
+def _http(url: str, body: dict | None = None, timeout: float = 900) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+class Server:
+    """Our llama.cpp server with both embedded models, on a free loopback port."""
+
+    def __init__(self, threads: int, log_dir: Path):
+        from gecko_factory.llm.embedded import free_port
+        from gecko_factory.llm.model_files import ensure_model
+        from gecko_factory.llm.settings import EMBEDDED_JUDGE_MODEL, EMBEDDED_MODEL_NAME
+
+        self.writer, self.judge = EMBEDDED_MODEL_NAME, EMBEDDED_JUDGE_MODEL
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "gecko_factory.llm.server_app", "--port", str(self.port),
+               "--threads", str(threads), "--parent-pid", str(os.getpid())]
+        for name in (self.writer, self.judge):
+            cmd += ["--model", str(ensure_model(name)), "--model-name", name]
+        self.log = (log_dir / f"server-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(600):
+            try:
+                _http(self.url + "/health", timeout=2)
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}") from None
+                time.sleep(0.5)
+        raise RuntimeError("server not ready in 300 s")
+
+    def stats(self) -> dict:
+        return _http(self.url + "/stats")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _delta(server: Server, model: str, context: str, before: dict) -> dict:
+    after = server.stats()[model][context]
+    return {k: after[k] - before[k] for k in ("computed_tokens", "prompt_tokens", "generated_tokens", "busy_s")}
+
+
+def measure_limits(server: Server, passages: list[str]) -> dict[str, dict[str, float]]:
+    """Each model's own prefill and decode tokens/s, one request at a time, and the prefill rate
+    of the scoring context (which keeps every position's logits, as prompt log-probs need)."""
+    limits = {}
+    for model in (server.writer, server.judge):
+        before = server.stats()[model]["gen"]
+        for text in passages:  # distinct prompts: no prefix reused
+            _http(server.url + "/v1/chat/completions", {"model": model, "temperature": 0, "max_tokens": 1,
+                                                        "messages": [{"role": "user", "content": text}]})
+        d = _delta(server, model, "gen", before)
+        prefill = d["computed_tokens"] / d["busy_s"]
+        before = server.stats()[model]["score"]
+        for text in passages:
+            _http(server.url + "/v1/completions", {"model": model, "prompt": text, "max_tokens": 0,
+                                                   "temperature": 0})
+        d = _delta(server, model, "score", before)
+        scoring = d["computed_tokens"] / d["busy_s"]
+        before = server.stats()[model]["gen"]
+        _http(server.url + "/v1/chat/completions", {
+            "model": model, "temperature": 0, "max_tokens": DECODE_TOKENS, "messages": [
+                {"role": "user", "content": "List the English names of the numbers from one to two "
+                                            "hundred, one per line, and nothing else."}]})
+        d = _delta(server, model, "gen", before)
+        decode_s = d["busy_s"] - d["prompt_tokens"] / prefill
+        limits[model] = {"prefill_tok_s": prefill, "scoring_prefill_tok_s": scoring,
+                         "decode_tok_s": d["generated_tokens"] / decode_s}
+    return limits
+
+
+def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: str) -> dict:
+    env = {**os.environ, "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "none",
+           "GECKO_LLM_MODEL": server.writer, "GECKO_LLM_JUDGE_MODEL": server.judge,
+           # the embedded default's client: 2 calls in flight, its long timeout (a call may wait
+           # behind the other one's whole prompt)
+           "GECKO_LLM_CONCURRENCY": "2", "GECKO_LLM_TIMEOUT_S": "1800"}
+    cmd = [str(Path(sys.executable).with_name("gecko-factory")), "run", "--corpus", "sample",
+           "--out", str(out), "--limit", str(seeds), "--candidates", str(candidates),
+           "--shard-size", str(max(1, seeds // 2)), "--judge-mode", form, "--no-cache",
+           # greedy writing, so every server variant judges the same queries (sampled ones differ
+           # from run to run, and so do the skips and the calls they cost)
+           "--synth-temperature", "0"]
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"stats": server.stats(), "examples": manifest["counts"]["examples"]}
+
+
+def summarise(stats: dict, limits: dict) -> dict:
+    contexts = [(m, c, s) for m, per in stats.items() for c, s in per.items() if s["calls"]]
+    window = max(s["last_end"] for *_, s in contexts) - min(s["first_start"] for *_, s in contexts)
+    ideal = sum(s["prompt_tokens"] / limits[m]["prefill_tok_s"]
+                + s["generated_tokens"] / limits[m]["decode_tok_s"] for m, _, s in contexts)
+    return {"llm_s": window, "busy_s": sum(s["busy_s"] for *_, s in contexts), "ideal_s": ideal,
+            "calls": sum(s["calls"] for *_, s in contexts),
+            "prompt_tokens": sum(s["prompt_tokens"] for *_, s in contexts),
+            "computed_tokens": sum(s["computed_tokens"] for *_, s in contexts),
+            "generated_tokens": sum(s["generated_tokens"] for *_, s in contexts),
+            "fraction_of_limit": ideal / window}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--candidates", type=int, default=5)
+    ap.add_argument("--forms", default="two_prompt,one_pass")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    from gecko_factory.corpus import CorpusSpec, load_corpus
+
+    paragraphs = [p.text for p in load_corpus(CorpusSpec(path="sample")).paragraphs if len(p.text) > 1500]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gecko-bench-embedded-") as tmp:
+        server = Server(args.threads, Path(tmp))  # its own server: its calls are not a run's
+        try:
+            limits = measure_limits(server, paragraphs[:LIMIT_PROMPTS])
+        finally:
+            server.stop()
+        print(json.dumps({"limits": limits}), flush=True)
+        for form in args.forms.split(","):
+            server = Server(args.threads, Path(tmp))  # fresh: /stats counts this run alone
+            try:
+                got = run_factory(server, Path(tmp) / f"run-{form}", args.seeds, args.candidates, form)
+            finally:
+                server.stop()
+            row = {"form": form, "seeds": args.seeds, "examples": got["examples"],
+                   **summarise(got["stats"], limits)}
+            row["seeds_per_hour"] = args.seeds / row["llm_s"] * 3600
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    default = next((r for r in rows if r["form"] == "two_prompt"), None)
+    ratio = default["fraction_of_limit"] if default else None
+    lines = ["| judge form | seeds | LLM phase s | ideal s | fraction of the limit | "
+             "seeds/hour | calls | prompt tokens (computed) | generated |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['form']} | {r['seeds']} | {r['llm_s']:.1f} | {r['ideal_s']:.1f} | "
+                     f"{r['fraction_of_limit']:.2f} | {r['seeds_per_hour']:.0f} | {r['calls']} | "
+                     f"{r['prompt_tokens']:,} ({r['computed_tokens']:,}) | {r['generated_tokens']} |")
+    lim = "; ".join(f"{m}: prefill {v['prefill_tok_s']:.0f} tok/s (scoring context "
+                    f"{v['scoring_prefill_tok_s']:.0f}), decode {v['decode_tok_s']:.1f} tok/s"
+                    for m, v in (limits or {}).items())
+    write_result(BenchResult(
+        name="embedded", title="Embedded default: seeds/hour against the models' own token rates",
+        command=" ".join(["python bench/embedded.py", *sys.argv[1:]]),
+        ratio=ratio, goal="fraction of the limit >= 0.85 (two_prompt, the default)",
+        met=None if default is None else default["fraction_of_limit"] >= 0.85,
+        figures={"limits": limits, "rows": rows},
+        markdown="\n".join(lines) + f"\n\nLimits, measured in the same run on a server of the same "
+                 f"build: {lim}. Ratio: the two-prompt form's fraction of the limit.",
+    ), args.json)
+
+
+if __name__ == "__main__":
+    main()
