@@ -146,11 +146,18 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
                         budget_usd=options.budget_usd, max_tokens=options.max_tokens)): shard
                     for shard in range(plan["shards"])
                 }
-                for future in as_completed(list(futures)):
-                    future.wait()
-                    progress.finished(future.state.is_completed())
-                    logger.info("shard %05d %s (%d of %d shards done)", futures[future],
-                                future.state.name.lower(), progress.done, progress.total)
+                try:
+                    for future in as_completed(list(futures)):
+                        future.wait()
+                        progress.finished(future.state.is_completed())
+                        logger.info("shard %05d %s (%d of %d shards done)", futures[future],
+                                    future.state.name.lower(), progress.done, progress.total)
+                except BaseException:
+                    # Stopped (SIGTERM arrives as Prefect's TerminationSignal, or Ctrl-C): the
+                    # runner waits for the shard threads, which would run their seeds or outage
+                    # back-offs to the end; cancelled, they fail now with nothing committed.
+                    get_runtime().cancel_all(tag=str(Path(run_dir)))
+                    raise
                 states = [f.state for f in futures]  # in shard order
     stopped = [i for i, s in enumerate(states)
                if not s.is_completed() and isinstance(s.result(raise_on_failure=False), BudgetExhausted)]

@@ -12,6 +12,7 @@ shard stays failed/pending and `resume` (or the Prefect task's retry) redoes it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections import Counter
@@ -82,6 +83,10 @@ def example_id(seed_id: str, task: str, query: str) -> str:
     return sha256_hex(seed_id, task, query, length=20)
 
 
+class ShardStopped(Exception):
+    """The run was stopped while the shard ran (not an outage: Prefect does not retry it)."""
+
+
 def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
     plan = RunPlan.load(job.run_dir)
     seed_ids = plan.shards[job.shard]
@@ -96,9 +101,14 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
     progress = SeedProgress(job.run_dir, job.shard, len(seed_ids), settings.prices())
     try:
         return runtime.run(progress.watch(_run_shard(job, runtime, settings, plan, seed_ids, input_hash,
-                                                     config_hash, progress)))
+                                                     config_hash, progress)), tag=str(job.run_dir))
     except BudgetExhausted:
         raise  # not a failure: the shard stays pending for `resume`
+    except concurrent.futures.CancelledError as exc:  # LLMRuntime.cancel_all: the run is stopping
+        stopped = ShardStopped("the run was stopped (SIGTERM or Ctrl-C) while this shard ran; "
+                               "nothing of it was committed: `gecko-factory resume` redoes it")
+        record_failure(job.run_dir, job.shard, stopped)
+        raise stopped from exc
     except BaseException as exc:
         record_failure(job.run_dir, job.shard, exc)
         raise

@@ -10,6 +10,7 @@ limits (per base URL list/settings).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Awaitable, TypeVar
 
@@ -29,18 +30,36 @@ class LLMRuntime:
         self._thread = threading.Thread(target=self._loop.run_forever, name="gecko-llm-loop", daemon=True)
         self._thread.start()
         self._clients: dict[tuple, LLMClient] = {}
+        self._running: dict[concurrent.futures.Future, str | None] = {}  # -> the caller's tag
+        self._running_lock = threading.Lock()
 
-    def run(self, coro: Awaitable[T]) -> T:
-        """Run a coroutine on the shared loop and wait for it from the calling thread.
+    def run(self, coro: Awaitable[T], tag: str | None = None) -> T:
+        """Run a coroutine on the shared loop and wait for it from the calling thread (`tag`:
+        what `cancel_all` may name it by, e.g. its run folder).
 
         Then commit the request caches' pending answers: what a finished shard paid for is on
         disk when its task returns (another run, or another process, will find it)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        with self._running_lock:
+            self._running[future] = tag
         try:
-            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+            return future.result()
         finally:
+            with self._running_lock:
+                self._running.pop(future, None)
             for client in list(self._clients.values()):
                 if client.cache is not None:
                     client.cache.flush()
+
+    def cancel_all(self, tag: str | None = None) -> int:
+        """Cancel every coroutine `run` is waiting for, or those run with `tag` (a run is being
+        stopped: SIGTERM, Ctrl-C; another run in the same process goes on).
+
+        Each caller's `run` then raises CancelledError at once instead of waiting for its seeds or
+        its outage back-offs to finish; returns how many were cancelled."""
+        with self._running_lock:
+            running = [f for f, t in self._running.items() if tag is None or t == tag]
+        return sum(f.cancel() for f in running)
 
     def client(self, settings: LLMSettings, base_url: str, cache_path: Path | None = None,
                cache_read: bool = True, budget_key: tuple | None = None) -> LLMClient:
