@@ -4,11 +4,11 @@ The limit: on our llama.cpp server (both embedded models: the 0.5B writes, the 1
 request at a time, each model's own prefill rate (three ~400-token prompts, no prefix reused, on
 the generation context: logits for the last position only) and decode rate (greedy generation,
 prefill subtracted), read from the server's own profile (`GET /stats`); also the prefill rate of
-the scoring context, which keeps every position's logits for prompt log-probs (the judge's QL). The factory: `gecko-factory run` on the bundled sample (K seeds, N candidates,
-two shards, no request cache, greedy writing so that every variant judges the same queries)
-pointed at a fresh server of the same build, with the embedded default's client settings (2 calls
-in flight). Its LLM phase is the server's window from the first
-call in to the last answer out. The time the same tokens need at the limit rates,
+the scoring context, which keeps every position's logits for prompt log-probs (the judge's QL).
+The factory: `gecko-factory run` on the bundled sample (K seeds, N candidates, two shards, no
+request cache, greedy writing so that every form judges the same queries) pointed at a fresh
+embedded server, with the embedded default's client settings (2 calls in flight). Its LLM phase
+is the server's window from the first call in to the last answer out. The time the same tokens need at the limit rates,
 
     ideal = sum over models (prompt tokens / prefill rate + generated tokens / decode rate),
 
@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -48,42 +47,27 @@ def _http(url: str, body: dict | None = None, timeout: float = 900) -> dict:
 
 
 class Server:
-    """Our llama.cpp server with both embedded models, on a free loopback port."""
+    """The embedded server as a default run starts it (the writer and the judge behind one port:
+    `EmbeddedServer`, which also ends it with this process), read through its profile."""
 
-    def __init__(self, threads: int, log_dir: Path):
-        from gecko_factory.llm.embedded import free_port
-        from gecko_factory.llm.model_files import ensure_model
-        from gecko_factory.llm.settings import EMBEDDED_JUDGE_MODEL, EMBEDDED_MODEL_NAME
+    def __init__(self, threads: int):
+        from gecko_factory.llm.embedded import EmbeddedServer
+        from gecko_factory.llm.settings import EMBEDDED_JUDGE_MODEL, LLMSettings
 
-        self.writer, self.judge = EMBEDDED_MODEL_NAME, EMBEDDED_JUDGE_MODEL
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "gecko_factory.llm.server_app", "--port", str(self.port),
-               "--threads", str(threads), "--parent-pid", str(os.getpid())]
-        for name in (self.writer, self.judge):
-            cmd += ["--model", str(ensure_model(name)), "--model-name", name]
-        self.log = (log_dir / f"server-{self.port}.log").open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(600):
-            try:
-                _http(self.url + "/health", timeout=2)
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}") from None
-                time.sleep(0.5)
-        raise RuntimeError("server not ready in 300 s")
+        settings = LLMSettings(_env_file=None, judge_model=EMBEDDED_JUDGE_MODEL, embedded_threads=threads)
+        self.writer, self.judge = settings.embedded_model, EMBEDDED_JUDGE_MODEL
+        self._embedded = EmbeddedServer(settings)
+
+    def __enter__(self) -> "Server":
+        self._embedded.start()
+        self.url = self._embedded.base_url.removesuffix("/v1")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._embedded.stop()
 
     def stats(self) -> dict:
         return _http(self.url + "/stats")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def _delta(server: Server, model: str, context: str, before: dict) -> dict:
@@ -165,18 +149,12 @@ def main() -> None:
     paragraphs = [p.text for p in load_corpus(CorpusSpec(path="sample")).paragraphs if len(p.text) > 1500]
     rows = []
     with tempfile.TemporaryDirectory(prefix="gecko-bench-embedded-") as tmp:
-        server = Server(args.threads, Path(tmp))  # its own server: its calls are not a run's
-        try:
+        with Server(args.threads) as server:  # its own server: its calls are not a run's
             limits = measure_limits(server, paragraphs[:LIMIT_PROMPTS])
-        finally:
-            server.stop()
         print(json.dumps({"limits": limits}), flush=True)
         for form in args.forms.split(","):
-            server = Server(args.threads, Path(tmp))  # fresh: /stats counts this run alone
-            try:
+            with Server(args.threads) as server:  # fresh: /stats counts this run alone
                 got = run_factory(server, Path(tmp) / f"run-{form}", args.seeds, args.candidates, form)
-            finally:
-                server.stop()
             row = {"form": form, "seeds": args.seeds, "examples": got["examples"],
                    **summarise(got["stats"], limits)}
             row["seeds_per_hour"] = args.seeds / row["llm_s"] * 3600
@@ -193,7 +171,7 @@ def main() -> None:
                      f"{r['prompt_tokens']:,} ({r['computed_tokens']:,}) | {r['generated_tokens']} |")
     lim = "; ".join(f"{m}: prefill {v['prefill_tok_s']:.0f} tok/s (scoring context "
                     f"{v['scoring_prefill_tok_s']:.0f}), decode {v['decode_tok_s']:.1f} tok/s"
-                    for m, v in (limits or {}).items())
+                    for m, v in limits.items())
     write_result(BenchResult(
         name="embedded", title="Embedded default: seeds/hour against the models' own token rates",
         command=" ".join(["python bench/embedded.py", *sys.argv[1:]]),
