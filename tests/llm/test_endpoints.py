@@ -71,8 +71,13 @@ def test_concurrency_limit_holds_per_endpoint():
         run(f"{a.base_url},{b.base_url}", concurrency=3)
         seconds = time.perf_counter() - t0
         peaks = a.stats()["max_in_flight"], b.stats()["max_in_flight"]
+        t0 = time.perf_counter()
+        run(a.base_url, concurrency=3)  # the same calls on one endpoint, in the same conditions
+        one_endpoint = time.perf_counter() - t0
     assert peaks == (3, 3)  # each endpoint full, neither over its own limit
-    assert seconds < 48 * 0.04 / 3  # faster than one endpoint at its limit could be
+    # Faster than one endpoint at its limit: measured beside it, not against the ideal 48 x 40 ms
+    # / 3 alone, which a loaded 2-core CI machine missed (0.88 s against 0.64 s).
+    assert seconds < one_endpoint and seconds < 48 * 0.04 / 3 * 1.5, (seconds, one_endpoint)
 
 
 def test_dead_endpoint_is_named_and_the_run_goes_on(two_servers, caplog):
