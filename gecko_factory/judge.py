@@ -85,16 +85,18 @@ def query_span(ql_prompt: str, query: str) -> tuple[int, int]:
 
 async def _one_pass(client: LLMClient, query: str, passage: str) -> tuple[float, float]:
     ql_part, prompt = one_pass_prompt(passage, query)
-    scores = await client.prompt_logprobs(prompt)
-    ql = scores.span(*query_span(ql_part, query))
+    span = query_span(ql_part, query)
+    scores = await client.prompt_logprobs(prompt, from_char=span[0])
+    ql = scores.span(*span)
     rc = scores.span(len(prompt) - len("Yes"), len(prompt))
     return ql, rc
 
 
 async def _query_likelihood(client: LLMClient, query: str, passage: str) -> float:
     prompt = ql_prompt(passage, query)
-    scores = await client.prompt_logprobs(prompt)
-    return scores.span(*query_span(prompt, query))
+    span = query_span(prompt, query)
+    scores = await client.prompt_logprobs(prompt, from_char=span[0])
+    return scores.span(*span)
 
 
 def relevance_messages(query: str, passage: str) -> list[dict]:

@@ -123,6 +123,8 @@ class LLMClient:
         self.budget = budget
         self.usage = Usage()
         self.json_schema_supported = True
+        hint = settings.prompt_logprobs_from
+        self.prompt_logprobs_from = (not settings.base_url) if hint is None else hint
         self._max_retries = settings.max_retries if max_retries is None else max_retries
         key = settings.api_key.get_secret_value() if settings.api_key else None
         # settings.concurrency is per endpoint: each replica gets as many calls as one alone would
@@ -269,13 +271,21 @@ class LLMClient:
                                   "top": result.first_token_top})
         return result
 
-    async def prompt_logprobs(self, prompt: str) -> PromptLogprobs:
-        """Log-probs of every prompt token, via completions `echo` + `logprobs` (vLLM's way)."""
+    async def prompt_logprobs(self, prompt: str, from_char: int = 0) -> PromptLogprobs:
+        """Log-probs of the prompt's tokens, via completions `echo` + `logprobs` (vLLM's way).
+
+        `from_char`: only the tokens ending after this character are read. The embedded server
+        is told (`prompt_logprobs_from`) and computes no logits for the others, which come back
+        without log-probs; other servers return them all."""
         kwargs = dict(model=self.settings.model, prompt=prompt, max_tokens=1, temperature=0.0,
                       echo=True, logprobs=1)
+        # the key leaves the hint out: an answer that covers the tokens asked for serves any caller
         key = request_key("completions", kwargs) if self.cache is not None else ""
-        if (hit := self._cached(key)) is not None:
+        # an answer computed for a later span lacks this one's first tokens
+        if (hit := self._cached(key, lambda h: h.get("from_char", 0) <= from_char)) is not None:
             return PromptLogprobs(hit["tokens"], hit["logprobs"], hit["offsets"])
+        if self.prompt_logprobs_from and from_char > 0:
+            kwargs["prompt_logprobs_from"] = from_char
         lp = await self._call("POST", "/completions", kwargs, _parse_echo_logprobs)
         if lp is None or not lp.get("token_logprobs") or lp.get("text_offset") is None:
             raise LLMError(f"{self.base_url} returned no prompt log-probs for echo=True")
@@ -284,11 +294,14 @@ class LLMClient:
         n = sum(1 for off in offsets if off < len(prompt))
         result = PromptLogprobs(list(lp["tokens"][:n]), list(lp["token_logprobs"][:n]), list(offsets[:n]))
         self._store(key, "completions", {"tokens": result.tokens, "logprobs": result.logprobs,
-                                         "offsets": result.offsets})
+                                         "offsets": result.offsets,
+                                         "from_char": kwargs.get("prompt_logprobs_from", 0)})
         return result
 
-    def _cached(self, key: str) -> dict | None:
+    def _cached(self, key: str, usable=lambda hit: True) -> dict | None:
         hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None and not usable(hit):
+            return None
         if hit is not None:
             self.usage.cache_hits += 1
         return hit

@@ -51,6 +51,11 @@ class LLMSettings(BaseSettings):
         "latency and its 429s/timeouts (grow while latency holds, back off when it rises; "
         "gecko_factory/llm/concurrency.py), starting at `concurrency`, within [1, 1024]. Unset: on for "
         "configured endpoints unless GECKO_LLM_CONCURRENCY is set; off for the embedded server")
+    prompt_logprobs_from: bool | None = Field(
+        default=None, description="GECKO_LLM_PROMPT_LOGPROBS_FROM: send the embedded server's "
+        "`prompt_logprobs_from` extension with QL requests, so that it computes the logits of the "
+        "query's rows only (a fifth of the judge's prefill); other servers may refuse an unknown "
+        "field. Unset: on for the embedded server, off for configured endpoints")
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles, with jitter")

@@ -8,7 +8,8 @@ It answers like a tiny, predictable LLM, so a test can compute what the factory 
   log P(Yes) = log(share of query words found in the passage).
 - completions with `echo` + `logprobs`: whitespace tokens (each with its leading space); a word
   already seen earlier in the prompt gets −0.5, an unseen one −3 − (hash % 100)/100; a final
-  "Yes" gets the same log P(Yes) as above. `prompt_logprobs` (vLLM's shape) is also served.
+  "Yes" gets the same log P(Yes) as above. `prompt_logprobs` (vLLM's shape) is also served, and
+  the embedded server's `prompt_logprobs_from` (tokens ending at or before it: null).
 Oracle marks, for tests whose expected judge choices are known by construction: a passage
 holding `[[ql+]]` scores −0.05 on every prompt token after the mark (its QL beats any unmarked
 passage's, which costs at least −0.5 a token), and one holding `[[rc+]]` gets log P(Yes) =
@@ -218,6 +219,9 @@ class ScriptedLLM:
             return JSONResponse({"error": {"message": "echo is not supported for this model",
                                            "type": "invalid_request_error"}}, status_code=400)
         tokens, logprobs, offsets = prompt_scores(prompt)
+        if (start := body.get("prompt_logprobs_from")) is not None:  # the embedded server's extension
+            ends = offsets[1:] + [len(prompt)]
+            logprobs = [lp if end > start else None for lp, end in zip(logprobs, ends)]
         gen = " Yes" if (body.get("max_tokens") or 0) > 0 else ""
         choice: dict = {"index": 0, "finish_reason": "length", "text": gen, "logprobs": None}
         if body.get("echo"):
@@ -230,7 +234,7 @@ class ScriptedLLM:
                                   "top_logprobs": [None if lp is None else {t: lp} for t, lp in zip(toks, lps)]}
         if body.get("prompt_logprobs") is not None:
             choice["prompt_logprobs"] = [None] + [
-                {str(_h(t) % 50000): {"logprob": lp, "rank": 1, "decoded_token": t}}
+                None if lp is None else {str(_h(t) % 50000): {"logprob": lp, "rank": 1, "decoded_token": t}}
                 for t, lp in zip(tokens[1:], logprobs[1:])]
         usage = {"prompt_tokens": len(tokens), "completion_tokens": 1 if gen else 0}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

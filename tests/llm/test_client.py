@@ -37,6 +37,36 @@ def test_prompt_logprobs_through_real_http(scripted_server):
     assert usage.calls == 2 and usage.prompt_tokens > 0
 
 
+def test_prompt_logprobs_from_is_sent_where_allowed_and_a_narrower_cached_answer_is_not_reused(
+        scripted_server, tmp_path):
+    """The span hint reaches the server only where the settings allow it (the embedded server's
+    extension; other servers may refuse unknown fields). A cached answer made with a hint lacks
+    the tokens before it, so a caller reading from an earlier character asks again."""
+    from gecko_factory.llm.cache import RequestCache
+
+    prompt = "Passage: tower in paris\nQuery: tower paris"
+    start = prompt.index("tower paris")
+
+    async def go(hint: bool):
+        settings = LLMSettings(_env_file=None, model="scripted", prompt_logprobs_from=hint)
+        client = LLMClient(settings, scripted_server.base_url, cache=RequestCache(tmp_path / f"{hint}.sqlite"))
+        try:
+            narrow = await client.prompt_logprobs(prompt, from_char=start)
+            again = await client.prompt_logprobs(prompt, from_char=start + 1)  # inside: a hit
+            wide = await client.prompt_logprobs(prompt, from_char=0)
+            return narrow, again, wide, client.usage
+        finally:
+            await client.aclose()
+
+    narrow, again, wide, usage = asyncio.run(go(True))
+    assert narrow.logprobs[:3] == [None, None, None] and narrow.span(start, len(prompt)) < 0
+    assert again == narrow and usage.cache_hits == 1 and usage.calls == 2
+    assert all(lp is not None for lp in wide.logprobs[1:])
+    assert wide.span(start, len(prompt)) == narrow.span(start, len(prompt))
+    narrow, _, wide, usage = asyncio.run(go(False))  # not sent: the server returns every row
+    assert all(lp is not None for lp in narrow.logprobs[1:]) and usage.calls == 1
+
+
 def test_unreachable_server_error_names_url_not_key():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     settings = LLMSettings(api_key=SecretStr(KEY), max_retries=1, backoff_s=0.01)

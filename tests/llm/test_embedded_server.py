@@ -131,3 +131,43 @@ def test_prompt_longer_than_context_is_a_400(client, server):
 
     with pytest.raises(openai.BadRequestError, match="maximum context length"):
         client.completions.create(model=server.model_name, prompt="word " * 5000, max_tokens=0)
+
+
+def test_prompt_logprobs_from_scores_only_the_span_and_agrees_with_all_rows(client, server):
+    """The extension computes the logits of the tokens ending after the character only: the
+    others come back null, the span's sum is the all-rows sum (to batching noise)."""
+    own, full = _score(client, server.model_name, EIFFEL, QUERY)
+    prompt = f"Passage: {EIFFEL}\nQuery: {QUERY}"
+    start = len(prompt) - len(QUERY)
+    resp = client.completions.create(
+        model=server.model_name, prompt=prompt, max_tokens=0, echo=True, logprobs=0,
+        extra_body={"prompt_logprobs": 0, "prompt_logprobs_from": start})
+    lp = resp.choices[0].logprobs
+    assert lp.tokens == full.choices[0].logprobs.tokens
+    ends = lp.text_offset[1:] + [len(prompt)]
+    scored = [i for i, v in enumerate(lp.token_logprobs) if v is not None]
+    assert scored == [i for i, end in enumerate(ends) if end > start and i > 0]
+    assert 0 < len(scored) < len(lp.tokens) // 3
+    plp = resp.choices[0].model_extra["prompt_logprobs"]
+    assert [i for i, e in enumerate(plp) if e is not None] == scored
+    assert math.isclose(sum(lp.token_logprobs[i] for i in scored), own, abs_tol=0.02)
+
+
+def test_chat_logprobs_are_the_next_token_logprobs_of_the_rendered_chat(client, server):
+    """A chat with log-probs (the RC judge) is scored from the last row of the model's own chat
+    template: the same numbers as a completion of that template's text written out."""
+    system, user = "Answer Yes or No.", f"Is this passage about Paris? {EIFFEL}"
+    chat = client.chat.completions.create(
+        model=server.model_name, messages=[{"role": "system", "content": system},
+                                           {"role": "user", "content": user}],
+        temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=5)
+    top = {t.token: t.logprob for t in chat.choices[0].logprobs.content[0].top_logprobs}
+    assert len(top) == 5 and max(top, key=top.get) == chat.choices[0].message.content
+    chatml = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+              "<|im_start|>assistant\n")  # Qwen2.5's template for these two messages
+    comp = client.completions.create(model=server.model_name, prompt=chatml, max_tokens=1,
+                                     temperature=0.0, logprobs=5)
+    want = comp.choices[0].logprobs.top_logprobs[0]
+    assert set(want) == set(top)
+    for token, value in want.items():
+        assert math.isclose(top[token], value, abs_tol=1e-3), (token, top[token], value)
