@@ -155,8 +155,10 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
                 except BaseException:
                     # Stopped (SIGTERM arrives as Prefect's TerminationSignal, or Ctrl-C): the
                     # runner waits for the shard threads, which would run their seeds or outage
-                    # back-offs to the end; cancelled, they fail now with nothing committed.
-                    get_runtime().cancel_all(tag=str(Path(run_dir)))
+                    # back-offs to the end; cancelled, they fail now with nothing committed, and
+                    # a queued shard that a freed thread picks up fails as it starts (was: the
+                    # next four ran, against an LLM server already shut down, into outage retries).
+                    get_runtime().cancel_all(tag=invocation)
                     raise
                 states = [f.state for f in futures]  # in shard order
     stopped = [i for i, s in enumerate(states)

@@ -101,7 +101,7 @@ def run_shard(job: ShardJob, settings: LLMSettings) -> ShardReport:
     progress = SeedProgress(job.run_dir, job.shard, len(seed_ids), settings.prices())
     try:
         return runtime.run(progress.watch(_run_shard(job, runtime, settings, plan, seed_ids, input_hash,
-                                                     config_hash, progress)), tag=str(job.run_dir))
+                                                     config_hash, progress)), tag=job.invocation or None)
     except BudgetExhausted:
         raise  # not a failure: the shard stays pending for `resume`
     except concurrent.futures.CancelledError as exc:  # LLMRuntime.cancel_all: the run is stopping

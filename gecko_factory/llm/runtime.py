@@ -32,6 +32,7 @@ class LLMRuntime:
         self._clients: dict[tuple, LLMClient] = {}
         self._running: dict[concurrent.futures.Future, str | None] = {}  # -> the caller's tag
         self._running_lock = threading.Lock()
+        self._stopped: set[str] = set()  # tags cancel_all named: their later coroutines never start
 
     def run(self, coro: Awaitable[T], tag: str | None = None) -> T:
         """Run a coroutine on the shared loop and wait for it from the calling thread (`tag`:
@@ -39,8 +40,11 @@ class LLMRuntime:
 
         Then commit the request caches' pending answers: what a finished shard paid for is on
         disk when its task returns (another run, or another process, will find it)."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
         with self._running_lock:
+            if tag is not None and tag in self._stopped:
+                getattr(coro, "close", lambda: None)()  # never awaited, and no warning that it was not
+                raise concurrent.futures.CancelledError(f"{tag} was stopped")
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
             self._running[future] = tag
         try:
             return future.result()
@@ -56,8 +60,13 @@ class LLMRuntime:
         stopped: SIGTERM, Ctrl-C; another run in the same process goes on).
 
         Each caller's `run` then raises CancelledError at once instead of waiting for its seeds or
-        its outage back-offs to finish; returns how many were cancelled."""
+        its outage back-offs to finish; returns how many were cancelled. A `tag` stays stopped:
+        a shard that starts later (a task runner gives a freed thread the next queued shard at once)
+        is cancelled as it starts, so a stopped run starts nothing new. Tag with something unique
+        to one run (its invocation id), not with what a later run reuses."""
         with self._running_lock:
+            if tag is not None:
+                self._stopped.add(tag)
             running = [f for f, t in self._running.items() if tag is None or t == tag]
         return sum(f.cancel() for f in running)
 

@@ -2,7 +2,8 @@
 
 The CLI as a program against the scripted LLM server at 2 s a call, so its shards are mid-way
 when the signal comes. Before the fix the shard threads ran their seeds to the end first (51 s
-here) and the process outlived the `kill` by that much.
+here) and the process outlived the `kill` by that much. Six shards for four threads: the two
+queued ones must not start when the stopped ones free their threads (they did, 2026-12-03).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def test_sigterm_stops_a_run_whose_shards_are_waiting_for_the_llm(tmp_path, pref
                "GECKO_LLM_CONCURRENCY": "2"}
         log = (tmp_path / "log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--corpus", str(corpus),
-                                 "--out", str(out), "--limit", "8", "--candidates", "3",
+                                 "--out", str(out), "--limit", "24", "--candidates", "3",
                                  "--shard-size", "4"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 200
@@ -49,7 +50,7 @@ def test_sigterm_stops_a_run_whose_shards_are_waiting_for_the_llm(tmp_path, pref
             log.close()
     text = (tmp_path / "log").read_text()
     assert proc.returncode != 0
-    assert seconds < 10, f"{seconds:.1f} s after SIGTERM\n{text[-3000:]}"  # 8 seeds at 2 s a call: ~50 s
+    assert seconds < 10, f"{seconds:.1f} s after SIGTERM\n{text[-3000:]}"  # 4 seeds at 2 s a call: ~50 s
     assert not list(out.glob("shards/*.done.json")) and not list(out.glob("shards/*.parquet"))
     failures = [json.loads(p.read_text()) for p in out.glob("shards/*.failed.json")]
     assert failures and all(f["error"] == "ShardStopped" for f in failures), failures

@@ -62,14 +62,31 @@ def test_cancel_all_with_a_tag_stops_that_run_only():
         except concurrent.futures.CancelledError:
             outcomes[tag] = "cancelled"
 
-    threads = [threading.Thread(target=shard, args=("runs/a", 30)),
-               threading.Thread(target=shard, args=("runs/b", 0.5))]
+    threads = [threading.Thread(target=shard, args=("run-a", 30)),
+               threading.Thread(target=shard, args=("run-b", 0.5))]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 5
     while len(runtime._running) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert runtime.cancel_all(tag="runs/a") == 1
+    assert runtime.cancel_all(tag="run-a") == 1
     for t in threads:
         t.join(timeout=5)
-    assert outcomes == {"runs/a": "cancelled", "runs/b": "finished"}
+    assert outcomes == {"run-a": "cancelled", "run-b": "finished"}
+
+
+def test_a_stopped_tag_starts_nothing_new():
+    """A task runner hands a freed thread the next queued shard at once: that shard must not
+    start its LLM work once its run was stopped (it did, into a server already shut down)."""
+    runtime = LLMRuntime()
+    assert runtime.cancel_all(tag="run-a") == 0  # nothing running yet; the tag is stopped anyway
+    started = []
+
+    async def work() -> str:
+        started.append(1)
+        return "ran"
+
+    with pytest.raises(concurrent.futures.CancelledError):
+        runtime.run(work(), tag="run-a")
+    assert started == [] and runtime.run(work(), tag="run-b") == "ran"
+    assert runtime.run(work()) == "ran"  # untagged callers are not stopped either
