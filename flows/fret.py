@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -83,10 +82,13 @@ LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "da
 
 
 def shard_runner(options: RunOptions) -> AbstractContextManager[TaskRunner]:
-    """The task runner for the shard tasks. Prefect fixes a flow's own runner in its decorator, so
-    Dask is a runner entered here for the shards only; plan, index and probe stay in the flow."""
+    """The task runner for the shard tasks, entered inside the run lock: its exit waits for every
+    shard thread, so the lock is never released while a shard of this run still works (the flow's
+    own runner exits after the flow function, lock released: a stopped run's shard sleeping in an
+    outage retry outlived it next to a resumed run, 2026-12-03). Prefect fixes a flow's own runner
+    in its decorator; plan, index and probe stay there."""
     if options.task_runner == "threads":
-        return nullcontext(FlowRunContext.get().task_runner)
+        return ThreadPoolTaskRunner(max_workers=SHARDS_IN_FLIGHT)
     from prefect_dask import DaskTaskRunner
 
     address = options.dask_address()
