@@ -56,6 +56,10 @@ class TrainConfig(BaseModel):
     pairing: Pairing = Field("llm", description="'llm': FRet's positives/negatives; "
                              "'seed_random': seed paragraph + a random negative (ablation).")
     val_fraction: float = Field(0.02, description="Share of seed_ids held out for validation.")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="Share of the training split's "
+                                  "seeds used, chosen by a hash of the seed id, so a smaller "
+                                  "share is a subset of a larger one (learning curves); the "
+                                  "validation split is the same at every share.")
     all_negatives: bool = Field(False, description="Every in-batch hard negative joins each "
                                 "softmax, not only the query's own.")
     same_tower_negatives: bool = Field(True, description="Other queries of the batch join each "

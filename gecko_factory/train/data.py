@@ -88,6 +88,16 @@ def is_validation(seed_id: str, val_fraction: float) -> bool:
     return stable_fraction(seed_id) < val_fraction
 
 
+def in_split(seed_id: str, split: Split, val_fraction: float, train_fraction: float = 1.0) -> bool:
+    """Validation: the seeds below `val_fraction`. Training: the first `train_fraction` of the
+    rest, on the same hash rescaled, so ¼ of the seeds is inside ½ and the validation split
+    never moves."""
+    if is_validation(seed_id, val_fraction):
+        return split == "validation"
+    u = stable_fraction(seed_id)  # in [val_fraction, 1) here
+    return split == "train" and u - val_fraction < train_fraction * (1 - val_fraction)
+
+
 def scan_run(run_dir: str | Path, columns: Sequence[str] = _LLM_COLUMNS) -> pl.LazyFrame:
     """The rows' `columns`, plus `shard` (the file each row came from) when asked for."""
     paths = "shard" if "shard" in columns else None
@@ -112,9 +122,11 @@ def load_triples(
     pairing: Pairing = "llm",
     seed: int = 0,
     teacher: TeacherScore | None = None,
+    train_fraction: float = 1.0,
 ) -> Triples:
     """All examples of `split` from every run, in a fixed order (run, then example_id); with
-    `teacher`, each with its judged candidates (`teacher_logits` says how they are scored)."""
+    `teacher`, each with its judged candidates (`teacher_logits` says how they are scored);
+    `train_fraction`: that share of the training seeds (`in_split`)."""
     out = Triples([], [], [])
     columns = _LLM_COLUMNS + (["positive_id", "negative_id", "candidates", "shard"]
                               if teacher else [])
@@ -122,8 +134,7 @@ def load_triples(
         out.candidates, out.teacher = [], []
     for run_index, run_dir in enumerate(run_dirs):
         frame = scan_run(run_dir, columns).sort("example_id").collect()
-        keep = [is_validation(s, val_fraction) == (split == "validation")
-                for s in frame["seed_id"].to_list()]
+        keep = [in_split(s, split, val_fraction, train_fraction) for s in frame["seed_id"].to_list()]
         frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
         out.queries += [format_query(t, q) for t, q in zip(frame["task"], frame["query"])]
         if pairing == "llm":

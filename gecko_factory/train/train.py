@@ -220,7 +220,8 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     model.train()
     dims = cfg.dims or default_dims(model.hidden_size)
     teacher = cfg.teacher_score if cfg.distill_weight else None  # candidates only when distilling
-    train_data = load_triples(run_dirs, "train", cfg.val_fraction, cfg.pairing, cfg.seed, teacher)
+    train_data = load_triples(run_dirs, "train", cfg.val_fraction, cfg.pairing, cfg.seed, teacher,
+                              cfg.train_fraction)
     val_data = load_triples(run_dirs, "validation", cfg.val_fraction, cfg.pairing, cfg.seed,
                             teacher)
     counts = train_data.teacher_counts + val_data.teacher_counts

@@ -101,3 +101,23 @@ def test_a_version_reads_candidate_texts_from_the_run_that_judged_them(tmp_path,
     got = load_triples([version], "train", val_fraction=0.0, teacher="fused")
     assert got.teacher_counts["text_missing"] == 0
     assert got.teacher_counts["used"] == got.teacher_counts["candidates"] > 0
+
+
+def test_train_fraction_takes_nested_shares_and_leaves_validation_alone():
+    from gecko_factory.train.data import in_split
+
+    seeds = [f"seed-{i}" for i in range(4000)]
+
+    def take(split: str, fraction: float) -> set[str]:
+        return {s for s in seeds if in_split(s, split, 0.1, fraction)}
+
+    val, quarter, half, full = take("validation", 1.0), take("train", 0.25), take("train", 0.5), take("train", 1.0)
+    assert val == take("validation", 0.25) and not val & full and len(val) + len(full) == len(seeds)
+    assert quarter < half < full  # a smaller share is inside a larger one
+    assert abs(len(quarter) / len(full) - 0.25) < 0.03 and abs(len(half) / len(full) - 0.5) < 0.03
+
+
+def test_load_triples_takes_the_train_fraction(run_dir):
+    everything = load_triples([run_dir], "train", val_fraction=0.0)
+    assert len(everything) == 2
+    assert len(load_triples([run_dir], "train", val_fraction=0.0, train_fraction=1e-9)) == 0
