@@ -21,7 +21,7 @@ from flows.cli_common import console, quiet_prefect, require_run, server_start_h
 from flows.cli_export import export
 from flows.cli_options import options_command
 from flows.cli_progress import watch_run
-from flows.cli_train import train_command
+from flows.cli_train import experiment, train_command
 from flows.cli_versions import refresh, versions
 from gecko_factory.options import RunOptions
 
@@ -210,6 +210,7 @@ for _name, _command in (
     ("resume", options_command(include=RESUME_OVERRIDES)(resume)),
     ("train", train_command()),
     ("eval", eval_cmd),
+    ("experiment", experiment),
     ("inspect", inspect),
     ("export", export),
     ("refresh", refresh),

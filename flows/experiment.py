@@ -1,0 +1,77 @@
+"""The experiment flow (issue 14): every recipe of gecko_factory.experiment.ARMS trained on one
+FRet run at the same budget for each training seed, evaluated on SciFact test; then the recipe
+with the best dev nDCG@10 (never test) at a quarter and a half of the data.
+
+Each arm's model folder keeps its result (experiment_result.json, written after its evaluation):
+a rerun skips the arms already done with the same options, so an interrupted experiment resumes.
+The report (report.md, results.json in `out_root`, and a Prefect artifact) is rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.train import train_flow
+from gecko_factory.experiment import ARMS, ArmResult, best_arm, report, scores_by_dim
+from gecko_factory.files import atomic_write_text
+from tasks.train_tasks import base_model_of, eval_task, resolved
+
+# The budget every arm gets unless the caller says otherwise (the README's runs): 3 epochs of
+# batch 16, and model selection on SciFact's train claims every 20 steps.
+DEFAULT_TRAIN = {"epochs": 3, "batch_size": 16, "warmup_steps": 3, "dev": "scifact", "eval_every": 20}
+
+
+def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, train: dict,
+         scifact_zip: str | None, dims: list[int]) -> ArmResult:
+    options = {**train, **ARMS[arm], "seed": seed, "dims": dims,
+               **({"train_fraction": fraction} if fraction != 1.0 else {})}
+    out_dir = out_root / (f"{arm}-seed{seed}" + ("" if fraction == 1.0 else f"-frac{fraction:g}"))
+    done = ArmResult.load(out_dir, options)
+    if done is not None:
+        get_run_logger().info("%s: done before, reused", out_dir)
+        return done
+    result = train_flow(run_dirs=[run_dir], out_dir=str(out_dir), evaluate_scifact=False,
+                        options=options)
+    test = eval_task(str(out_dir), scifact_zip, dims)
+    if test is None:
+        raise RuntimeError("SciFact is not here: the experiment reports on its test split")
+    t, sel = result["train"], result["selection"] or {}
+    arm_result = ArmResult(arm=arm, seed=seed, train_fraction=fraction, options=options,
+                           out_dir=str(out_dir), n_train=t["n_train"], steps=t["steps"],
+                           dev_base=sel.get("dev_base"), dev_selected=sel.get("dev_selected"),
+                           beat_base=sel.get("beat_base"), test=scores_by_dim(test))
+    arm_result.save()
+    return arm_result
+
+
+@flow(name="experiment", flow_run_name="experiment-{out_root}")
+def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: list[int] = [0, 1],  # noqa: B006
+                    arms: list[str] | None = None, fractions: list[float] = [0.25, 0.5],  # noqa: B006
+                    train: dict | None = None, dims: list[int] = [384, 256, 128],  # noqa: B006
+                    scifact_zip: str | None = None) -> dict:
+    unknown = set(arms or []) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}; known: {', '.join(ARMS)}")
+    train = {**DEFAULT_TRAIN, **(train or {})}
+    root = Path(resolved(out_root))
+    run_dir = resolved(run_dir)
+    base = eval_task(base_model_of({"out_dir": str(root), **train}), scifact_zip, dims)
+    if base is None:
+        raise RuntimeError("SciFact is not here: the experiment reports on its test split")
+    results = [_arm(run_dir, root, arm, seed, 1.0, train, scifact_zip, dims)
+               for arm in (arms or list(ARMS)) for seed in seeds]
+    chosen = best_arm(results) if fractions else None
+    results += [_arm(run_dir, root, chosen, seed, fraction, train, scifact_zip, dims)
+                for fraction in fractions for seed in seeds]
+    table = report(scores_by_dim(base), results, dims)
+    summary = {"base": scores_by_dim(base), "chosen_by_dev": chosen, "train": train,
+               "results": [r.model_dump() for r in results], "table": table}
+    atomic_write_text(root / "results.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(root / "report.md", table)
+    create_markdown_artifact(key="experiment", markdown=table,
+                             description="SciFact test: the recipes against the base")
+    return summary

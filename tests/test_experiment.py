@@ -1,0 +1,47 @@
+"""The experiment's arithmetic by hand: which recipe the dev set chooses, the report's cells, and
+when a saved arm is reused."""
+
+from __future__ import annotations
+
+import pytest
+
+from gecko_factory.experiment import ArmResult, best_arm, report
+
+
+def _arm(arm: str, seed: int, dev: float | None, ndcg: float, fraction: float = 1.0,
+         out_dir: str = "m") -> ArmResult:
+    return ArmResult(arm=arm, seed=seed, train_fraction=fraction, options={"seed": seed},
+                     out_dir=out_dir, n_train=100, steps=10, dev_base=0.60, dev_selected=dev,
+                     beat_base=None if dev is None else dev > 0.60,
+                     test={384: {"ndcg_at_10": ndcg, "recall_at_100": 0.9}, 128: {"ndcg_at_10": ndcg - 0.1,
+                                                                                  "recall_at_100": 0.8}})
+
+
+def test_the_dev_set_chooses_the_recipe_never_the_test_split():
+    results = [_arm("llm", 0, 0.62, 0.70), _arm("llm", 1, 0.64, 0.70),  # dev mean 0.63
+               _arm("distill", 0, 0.65, 0.60), _arm("distill", 1, 0.63, 0.60),  # dev mean 0.64
+               _arm("llm", 0, 0.99, 0.99, fraction=0.5)]  # a curve point never chooses
+    assert best_arm(results) == "distill"
+    with pytest.raises(ValueError, match="dev"):
+        best_arm([_arm("llm", 0, None, 0.7)])
+
+
+def test_report_gives_mean_and_half_range_over_seeds_per_recipe():
+    base = {384: {"ndcg_at_10": 0.6451, "recall_at_100": 0.925}, 128: {"ndcg_at_10": 0.6, "recall_at_100": 0.9}}
+    table = report(base, [_arm("llm", 0, 0.62, 0.66), _arm("llm", 1, 0.64, 0.70),
+                          _arm("llm", 0, 0.61, 0.65, fraction=0.25)], [384, 128])
+    lines = table.splitlines()
+    assert lines[0].startswith("| recipe | seeds | nDCG@10 384 d | nDCG@10 128 d | Recall@100 384 d")
+    assert lines[2].startswith("| base (all-MiniLM-L6-v2, no training) | – | 0.6451 | 0.6000 | 0.9250")
+    llm = lines[3].split(" | ")
+    assert llm[1:4] == ["0,1", "0.6800 ± 0.0200", "0.5800 ± 0.0200"]
+    assert llm[5] == "0.6000 → 0.6300 ± 0.0100" and llm[6] == "2 of 2 |"
+    assert "0.25 of the data" in lines[4] and "| 0 | 0.6500 |" in lines[4]
+
+
+def test_a_saved_arm_is_reused_only_with_the_same_options(tmp_path):
+    done = _arm("llm", 0, 0.62, 0.7, out_dir=str(tmp_path))
+    done.save()
+    assert ArmResult.load(tmp_path, {"seed": 0}) == done
+    assert ArmResult.load(tmp_path, {"seed": 0, "epochs": 5}) is None  # another budget: train again
+    assert ArmResult.load(tmp_path / "none", {"seed": 0}) is None
