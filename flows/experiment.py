@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.train import train_flow
 from gecko_factory.experiment import ARMS, ArmResult, best_arm, report, scores_by_dim
 from gecko_factory.files import atomic_write_text
-from tasks.train_tasks import base_model_of, eval_task, resolved
+from tasks.train_tasks import base_model_of, eval_task, report_task, resolved
 
 # The budget every arm gets unless the caller says otherwise (the README's runs): 3 epochs of
 # batch 16, and model selection on SciFact's train claims every 20 steps.
@@ -26,7 +26,7 @@ DEFAULT_TRAIN = {"epochs": 3, "batch_size": 16, "warmup_steps": 3, "dev": "scifa
 
 
 def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, train: dict,
-         scifact_zip: str | None, dims: list[int]) -> ArmResult:
+         scifact_zip: str | None, dims: list[int], base: dict) -> ArmResult:
     options = {**train, **ARMS[arm], "seed": seed, "dims": dims,
                **({"train_fraction": fraction} if fraction != 1.0 else {})}
     out_dir = out_root / (f"{arm}-seed{seed}" + ("" if fraction == 1.0 else f"-frac{fraction:g}"))
@@ -39,6 +39,7 @@ def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, tra
     test = eval_task(str(out_dir), scifact_zip, dims)
     if test is None:
         raise RuntimeError("SciFact is not here: the experiment reports on its test split")
+    report_task(base, test, str(out_dir))  # the test figures in the model card, beside dev's
     t, sel = result["train"], result["selection"] or {}
     arm_result = ArmResult(arm=arm, seed=seed, train_fraction=fraction, options=options,
                            out_dir=str(out_dir), n_train=t["n_train"], steps=t["steps"],
@@ -62,10 +63,10 @@ def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: li
     base = eval_task(base_model_of({"out_dir": str(root), **train}), scifact_zip, dims)
     if base is None:
         raise RuntimeError("SciFact is not here: the experiment reports on its test split")
-    results = [_arm(run_dir, root, arm, seed, 1.0, train, scifact_zip, dims)
+    results = [_arm(run_dir, root, arm, seed, 1.0, train, scifact_zip, dims, base)
                for arm in (arms or list(ARMS)) for seed in seeds]
     chosen = best_arm(results) if fractions else None
-    results += [_arm(run_dir, root, chosen, seed, fraction, train, scifact_zip, dims)
+    results += [_arm(run_dir, root, chosen, seed, fraction, train, scifact_zip, dims, base)
                 for fraction in fractions for seed in seeds]
     table = report(scores_by_dim(base), results, dims)
     summary = {"base": scores_by_dim(base), "chosen_by_dev": chosen, "train": train,

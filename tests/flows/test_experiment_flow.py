@@ -53,6 +53,8 @@ def test_experiment_trains_every_arm_reports_and_resumes(tmp_path, wiki_sample, 
         ("llm", 1.0), ("seed_random", 1.0), (summary["chosen_by_dev"], 0.5)]
     assert results[2]["n_train"] < results[0]["n_train"]  # half the training seeds
     assert all(r["dev_base"] is not None and set(r["test"]) == {32, 16} for r in results)
+    card = (tmp_path / "exp" / "llm-seed0" / "README.md").read_text()
+    assert "BEIR SciFact test" in card and "dev" in card  # both figures in the model card
     report = (tmp_path / "exp" / "report.md").read_text()
     assert report == summary["table"] and len(report.splitlines()) == 2 + 1 + 3
     assert json.loads((tmp_path / "exp" / "results.json").read_text())["chosen_by_dev"] == summary["chosen_by_dev"]
