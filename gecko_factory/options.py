@@ -76,6 +76,17 @@ class RunOptions(BaseModel):
             FusionConfig.parse(spec)  # a bad spec fails here, before any work
         return spec
 
+    @field_validator("encoder")
+    @classmethod
+    def _encoder_exists(cls, spec: str) -> str:
+        from gecko_factory.embed import parse_encoder, resolve_encoder_path
+
+        try:  # a typo fails here, not after the corpus is read and the index is being built
+            resolve_encoder_path(parse_encoder(spec)[0])
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        return spec
+
     @field_validator("task_runner")
     @classmethod
     def _known_runner(cls, spec: str) -> str:

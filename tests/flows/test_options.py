@@ -40,7 +40,7 @@ def test_module_and_console_script_list_the_same_commands():
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert as_module.returncode == 0 and script.returncode == 0, as_module.stderr + script.stderr
     commands = _commands(script.stdout)
-    assert commands == ["run", "status", "resume", "train", "eval", "inspect", "export", "refresh", "versions",
+    assert commands == ["run", "status", "resume", "train", "eval", "experiment", "inspect", "export", "refresh", "versions",
                         "audit"]
     assert _commands(as_module.stdout) == commands
 
@@ -86,7 +86,9 @@ def test_a_bad_option_is_a_usage_error_before_any_work(tmp_path):
     from flows.cli import app
 
     for args, flag in ((["--fusion", "nope"], "--fusion"), (["--candidates", "1"], "--candidates"),
-                       (["--judge-mode", "both"], "--judge-mode"), (["--task-runner", "ray"], "--task-runner")):
+                       (["--judge-mode", "both"], "--judge-mode"), (["--task-runner", "ray"], "--task-runner"),
+                       (["--encoder", "all-MiniLM-L6-v3"], "--encoder"),
+                       (["--encoder", "all-MiniLM-L6-v2:int4"], "--encoder")):
         result = CliRunner().invoke(app, ["run", "--out", str(tmp_path / "out"), *args])
         assert result.exit_code == 2 and flag in result.output, result.output
     assert not (tmp_path / "out").exists()
