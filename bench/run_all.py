@@ -113,12 +113,17 @@ def _met(m) -> str:
     return {True: "yes", False: "**no**", None: "—"}[m]
 
 
-def render(rows: list[dict], argv: list[str], started: datetime, seconds: float) -> str:
+def render(rows: list[dict], argv: list[str], started: datetime, seconds: float,
+           partial: bool = False) -> str:
+    """`partial`: a run with --only, whose header must not claim the rows it kept from before."""
     m = machine()
+    written = (f"`python bench/run_all.py {' '.join(argv)}` on {started:%Y-%m-%d %H:%M} UTC in "
+               f"{seconds / 60:.1f} min, commit {m['commit']}")
     lines = [
         "# Benchmarks", "",
-        f"Written by `python bench/run_all.py {' '.join(argv)}` (`make bench`) on "
-        f"{started:%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min, commit {m['commit']}.",
+        (f"The rows of {', '.join(r['name'] for r in rows)} were rewritten by {written}; the other "
+         "rows and sections are kept from earlier runs (`make bench` reruns them all)."
+         if partial else f"Written by {written} (`make bench`)."),
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Python {m['python']}, no GPU.",
         "Each benchmark measures ours and the alternative in the same run; ratios are oriented so "
         "that > 1 means ours is better (see each section for what is compared).", "",
@@ -149,33 +154,49 @@ def _sections(text: str) -> list[tuple[str, str]]:
     return [(part.splitlines()[0], part.rstrip("\n")) for part in parts[1:]]
 
 
+def _head_rows(text: str) -> tuple[list[str], dict[str, str]]:
+    """The lines before the first section without the summary table's rows, and those rows by
+    benchmark name (the rows below the table's `|---` line; a section's own table may start
+    with a benchmark's name too, and does not count)."""
+    head = re.split(r"(?m)^## ", text, maxsplit=1)[0].rstrip("\n").splitlines()
+    sep = next(i for i, x in enumerate(head) if x.startswith("|---"))
+    rows = {x.split(" | ")[0][2:]: x for x in head[sep + 1:] if x.startswith("| ")}
+    return [x for i, x in enumerate(head) if i <= sep or not x.startswith("| ")], rows
+
+
 def keep_unwritten(old: str, new: str, names_run: set[str]) -> str:
     """`new` plus what `old` holds that this run did not measure, so no record is lost.
 
-    A run with `--only` rewrites only its own benchmarks: the other benchmarks' table rows and
-    sections stay as they were (their own dates and commits are in their text). Sections that are
-    not a `bench/<name>.py` result at all (the judge audit, measurements made by hand) are kept
-    whole, after the benchmarks.
+    A run with `--only` rewrites only its own benchmarks, in place: the other benchmarks' summary
+    rows and sections stay where they were (their own dates and commits are in their text).
+    Sections that are not a `bench/<name>.py` result at all (the judge audit, measurements made by
+    hand) are kept whole. A benchmark new to the file goes at the end of the table and of the
+    benchmarks' sections.
     """
     if not old:
         return new
     bench_heading = re.compile(r"^## bench/(\w+)\.py")
-    kept_rows = [line for line in old.splitlines()
-                 if (m := re.match(r"^\| (\w+) \| ", line)) and m.group(1) in PLAN
-                 and m.group(1) not in names_run]
-    kept_bench, kept_other = [], []
+    head, new_rows = _head_rows(new)
+    _, old_rows = _head_rows(old)
+    names = ([n for n in old_rows if n not in names_run or n in new_rows]
+             + [n for n in new_rows if n not in old_rows])
+    sep = next(i for i, x in enumerate(head) if x.startswith("|---"))
+    head[sep + 1:sep + 1] = [new_rows[n] if n in names_run else old_rows[n] for n in names]
+    new_sections = {m.group(1): body for heading, body in _sections(new)
+                    if (m := bench_heading.match(heading))}
+    sections, placed, first_other = [], set(), None
     for heading, body in _sections(old):
         m = bench_heading.match(heading)
-        if m is None:
-            kept_other.append(body)
-        elif m.group(1) not in names_run:
-            kept_bench.append(body)
-    lines = new.rstrip("\n").splitlines()
-    if kept_rows:  # after the last row of the summary table, which comes before any section
-        first_section = next((i for i, x in enumerate(lines) if x.startswith("## ")), len(lines))
-        last_row = max(i for i in range(first_section) if lines[i].startswith("| "))
-        lines[last_row + 1:last_row + 1] = kept_rows
-    return "\n\n".join(["\n".join(lines), *kept_bench, *kept_other]) + "\n"
+        if m is None and first_other is None:
+            first_other = len(sections)  # new benchmarks go before the hand-written sections
+        if m is None or m.group(1) not in names_run:
+            sections.append(body)  # not measured now: kept as it was
+        elif m.group(1) in new_sections:
+            sections.append(new_sections[m.group(1)])
+            placed.add(m.group(1))
+    first_other = len(sections) if first_other is None else first_other
+    sections[first_other:first_other] = [b for n, b in new_sections.items() if n not in placed]
+    return "\n\n".join(["\n".join(head), *sections]) + "\n"
 
 
 def main() -> None:
@@ -209,7 +230,7 @@ def main() -> None:
             print(f"[{time.monotonic() - t0:6.0f} s] {name}: {row['status']} in {row['seconds']:.0f} s",
                   flush=True)
             rows.append(row)
-        text = render(rows, sys.argv[1:], started, time.monotonic() - t0)
+        text = render(rows, sys.argv[1:], started, time.monotonic() - t0, partial=bool(args.only))
     previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
     text = keep_unwritten(previous, text, {r["name"] for r in rows})
     tmp_out = args.out.with_suffix(args.out.suffix + ".tmp")

@@ -67,3 +67,34 @@ def test_a_full_run_replaces_every_benchmark_but_keeps_the_audit():
 
 def test_no_previous_file():
     assert keep_unwritten("", NEW, {"client"}) == NEW
+
+
+def test_the_header_of_a_partial_run_does_not_claim_the_rows_it_kept():
+    from datetime import datetime, timezone
+
+    from bench.run_all import render
+
+    rows = [{"name": "train", "command": "python bench/train.py", "seconds": 97.0, "status": "ok", "result": None}]
+    started = datetime(2026, 12, 3, 7, 15, tzinfo=timezone.utc)
+    partial = render(rows, ["--only", "train"], started, 97.0, partial=True).splitlines()[2]
+    assert partial.startswith("The rows of train were rewritten by `python bench/run_all.py --only train`")
+    assert "kept from earlier runs" in partial
+    full = render(rows, [], started, 97.0).splitlines()[2]
+    assert full.startswith("Written by `python bench/run_all.py ` on 2026-12-03 07:15 UTC")
+
+
+def test_a_partial_run_rewrites_in_place_and_reads_only_the_summary_table():
+    """Seen 2026-12-03: `--only train` moved train's row and section to the top and copied the
+    rows of other sections' own tables (`| client | calls/s | ...`) into the summary."""
+    old = OLD.replace("old client figures", "| client | calls/s |\n|---|---:|\n| ours | 1,968 |") \
+        + "\n## bench/concurrency.py — by hand\n\n| concurrency | calls/s |\n|---|---:|\n| fixed 8 | 141 |\n"
+    new = NEW.replace("client", "mining").replace("Client cost", "Mining").replace("6.1", "1.10")
+    text = keep_unwritten(old, new, {"mining"})
+    head = text.split("## ")[0]
+    assert [x.split(" | ")[0] for x in head.splitlines() if x.startswith("| ") and "---" not in x] == \
+        ["| benchmark", "| client", "| mining"]
+    assert "| mining | Mining | 1.10 |" in head and "| client | calls/s |" not in head
+    assert [h.split(" ")[0] for h in text.split("\n## ")[1:]] == \
+        ["bench/client.py", "bench/mining.py", "gecko-factory", "bench/concurrency.py"]
+    assert "new mining figures" in text and "old mining figures" not in text
+    assert keep_unwritten(text, new, {"mining"}) == text  # the same run again changes nothing
