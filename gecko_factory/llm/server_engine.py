@@ -288,8 +288,8 @@ class Engine:
         prompt row: the model's own chat template, rendered as llama-cpp's handler renders it."""
         rendered = self._chat_format(messages=req.messages)
         tokens = self.tokenize(rendered.prompt, add_bos=not rendered.added_special)
-        max_tokens = req.max_completion_tokens or req.max_tokens or self.n_ctx - len(tokens)
-        self._check_room(len(tokens), max_tokens)
+        max_tokens = req.max_completion_tokens or req.max_tokens or max(self.n_ctx - len(tokens), 1)
+        self._check_room(len(tokens), max_tokens)  # a prompt that fills the context is a 400
         rstop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
         stops = ([req.stop] if isinstance(req.stop, str) else list(req.stop or [])) + rstop
         k = req.top_logprobs or 0

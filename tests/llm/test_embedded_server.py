@@ -171,3 +171,11 @@ def test_chat_logprobs_are_the_next_token_logprobs_of_the_rendered_chat(client, 
     assert set(want) == set(top)
     for token, value in want.items():
         assert math.isclose(top[token], value, abs_tol=1e-3), (token, top[token], value)
+
+
+def test_a_scored_chat_longer_than_the_context_is_a_400(client, server):
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.chat.completions.create(model=server.model_name, messages=[
+            {"role": "user", "content": "word " * 5000}], logprobs=True, top_logprobs=2)
