@@ -300,10 +300,9 @@ class LLMClient:
 
     def _cached(self, key: str, usable=lambda hit: True) -> dict | None:
         hit = self.cache.get(key) if self.cache is not None else None
-        if hit is not None and not usable(hit):
+        if hit is None or not usable(hit):
             return None
-        if hit is not None:
-            self.usage.cache_hits += 1
+        self.usage.cache_hits += 1
         return hit
 
     def _store(self, key: str, kind: str, body: dict) -> None:

@@ -36,7 +36,7 @@ class LLMRuntime:
 
     def run(self, coro: Awaitable[T], tag: str | None = None) -> T:
         """Run a coroutine on the shared loop and wait for it from the calling thread (`tag`:
-        what `cancel_all` may name it by, e.g. its run folder).
+        what `cancel_all` may name it by: its flow run's invocation id).
 
         Then commit the request caches' pending answers: what a finished shard paid for is on
         disk when its task returns (another run, or another process, will find it)."""

@@ -2,7 +2,7 @@
 
 Two contexts share the mmapped weights: `gen` (fast sampling) and `score` (log-probs). llama.cpp
 contexts are not thread-safe, so each has a lock. The scoring context computes the logits of
-only the rows a request reads (`_eval_scores`): the logits of a 151,936-token vocabulary at every
+only the rows a request reads (server_row_eval.RowEvaluator): the logits of a 151,936-token vocabulary at every
 position cost the 1.5B judge a fifth of its prefill (48-50 against 59-60 tok/s over a
 350-token prompt, 2 cores, measured 2026-12-03), and a judge reads few rows — the query's for
 QL (`prompt_logprobs_from`, our extension), the last one for RC.
@@ -79,6 +79,15 @@ def _logsumexp_rows(rows: np.ndarray, chunk: int = 64) -> np.ndarray:
     return out
 
 
+def _stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def _seed(seed: int | None) -> int:
+    """A fresh seed per unseeded call (llama would derive it from its last one)."""
+    return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+
+
 def _topk(lp_row: np.ndarray, k: int) -> list[int]:
     if k <= 0:
         return []
@@ -141,7 +150,7 @@ class Engine:
         if not tokens:
             raise BadRequest("prompt is empty")
         self._check_room(len(tokens), req.max_tokens)
-        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        stops = _stop_list(req.stop)
         want_lp = req.logprobs is not None
         k = req.logprobs or 0
         need_prompt = (req.echo and want_lp) or req.prompt_logprobs is not None
@@ -252,8 +261,7 @@ class Engine:
         kwargs: dict[str, Any] = {
             "messages": req.messages, "temperature": req.temperature, "top_p": req.top_p,
             "max_tokens": max_tokens, "stop": req.stop, "grammar": grammar,
-            # a fresh seed per unseeded call, else llama derives it from its last one
-            "seed": req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little"),
+            "seed": _seed(req.seed),
         }
         if req.logprobs:
             kwargs.update(logprobs=True, top_logprobs=req.top_logprobs or 0)
@@ -291,15 +299,14 @@ class Engine:
         max_tokens = req.max_completion_tokens or req.max_tokens or max(self.n_ctx - len(tokens), 1)
         self._check_room(len(tokens), max_tokens)  # a prompt that fills the context is a 400
         rstop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
-        stops = ([req.stop] if isinstance(req.stop, str) else list(req.stop or [])) + rstop
+        stops = _stop_list(req.stop) + rstop
         k = req.top_logprobs or 0
         with timed(self.score_lock, self.stats["score"]) as stats:
             stats.prompt_tokens += len(tokens)
             rows = self.rows.eval(tokens, len(tokens) - 1)
             stats.computed_tokens += self.rows.last_computed
-            seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
             gen, gen_lp, gen_top, finish = self._sample_loop(
-                rows[-1].copy(), max_tokens, req.temperature, req.top_p, seed, k, stops)
+                rows[-1].copy(), max_tokens, req.temperature, req.top_p, _seed(req.seed), k, stops)
             stats.generated_tokens += len(gen)
         strs, _ = incremental_strings([self.piece(t) for t in gen], 0)
         text, finish = apply_stop("".join(strs), stops, finish)
