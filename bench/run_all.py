@@ -154,14 +154,14 @@ def _sections(text: str) -> list[tuple[str, str]]:
     return [(part.splitlines()[0], part.rstrip("\n")) for part in parts[1:]]
 
 
-def _head_rows(text: str) -> tuple[list[str], dict[str, str]]:
-    """The lines before the first section without the summary table's rows, and those rows by
-    benchmark name (the rows below the table's `|---` line; a section's own table may start
-    with a benchmark's name too, and does not count)."""
+def _head_rows(text: str) -> tuple[list[str], int, dict[str, str]]:
+    """The lines before the first section without the summary table's rows, where those rows go
+    (after the table's `|---` line), and the rows by benchmark name (a section's own table may
+    start with a benchmark's name too, and does not count)."""
     head = re.split(r"(?m)^## ", text, maxsplit=1)[0].rstrip("\n").splitlines()
     sep = next(i for i, x in enumerate(head) if x.startswith("|---"))
     rows = {x.split(" | ")[0][2:]: x for x in head[sep + 1:] if x.startswith("| ")}
-    return [x for i, x in enumerate(head) if i <= sep or not x.startswith("| ")], rows
+    return [x for i, x in enumerate(head) if i <= sep or not x.startswith("| ")], sep + 1, rows
 
 
 def keep_unwritten(old: str, new: str, names_run: set[str]) -> str:
@@ -176,12 +176,11 @@ def keep_unwritten(old: str, new: str, names_run: set[str]) -> str:
     if not old:
         return new
     bench_heading = re.compile(r"^## bench/(\w+)\.py")
-    head, new_rows = _head_rows(new)
-    _, old_rows = _head_rows(old)
+    head, at, new_rows = _head_rows(new)
+    _, _, old_rows = _head_rows(old)
     names = ([n for n in old_rows if n not in names_run or n in new_rows]
              + [n for n in new_rows if n not in old_rows])
-    sep = next(i for i, x in enumerate(head) if x.startswith("|---"))
-    head[sep + 1:sep + 1] = [new_rows[n] if n in names_run else old_rows[n] for n in names]
+    head[at:at] = [new_rows[n] if n in names_run else old_rows[n] for n in names]
     new_sections = {m.group(1): body for heading, body in _sections(new)
                     if (m := bench_heading.match(heading))}
     sections, placed, first_other = [], set(), None

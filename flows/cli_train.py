@@ -128,14 +128,12 @@ def experiment(
     Resumable: a recipe already trained with the same options is not trained again."""
     import json
 
-    from gecko_factory.experiment import ARMS
+    from gecko_factory.experiment import check_arms
 
     require_run(run_dir)
     try:
         overrides = json.loads(train)
-        chosen = arms.split(",") if arms else list(ARMS)
-        if set(chosen) - set(ARMS):
-            raise ValueError(f"unknown recipes {sorted(set(chosen) - set(ARMS))}; known: {', '.join(ARMS)}")
+        chosen = check_arms(arms.split(",") if arms else None)
         TrainConfig(out_dir=str(out), **overrides)  # a bad field stops here, not after an hour
         numbers = ([int(x) for x in seeds.split(",")], [float(x) for x in fractions.split(",") if x],
                    [int(x) for x in dims.split(",")])

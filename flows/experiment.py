@@ -16,13 +16,20 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.train import train_flow
-from gecko_factory.experiment import ARMS, ArmResult, best_arm, report, scores_by_dim
+from gecko_factory.experiment import ARMS, ArmResult, best_arm, check_arms, report, scores_by_dim
 from gecko_factory.files import atomic_write_text
 from tasks.train_tasks import base_model_of, eval_task, report_task, resolved
 
 # The budget every arm gets unless the caller says otherwise (the README's runs): 3 epochs of
 # batch 16, and model selection on SciFact's train claims every 20 steps.
 DEFAULT_TRAIN = {"epochs": 3, "batch_size": 16, "warmup_steps": 3, "dev": "scifact", "eval_every": 20}
+
+
+def _scifact_test(model: str, scifact_zip: str | None, dims: list[int]) -> dict:
+    report_ = eval_task(model, scifact_zip, dims)
+    if report_ is None:
+        raise RuntimeError("SciFact is not here: the experiment reports on its test split")
+    return report_
 
 
 def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, train: dict,
@@ -36,9 +43,7 @@ def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, tra
         return done
     result = train_flow(run_dirs=[run_dir], out_dir=str(out_dir), evaluate_scifact=False,
                         options=options)
-    test = eval_task(str(out_dir), scifact_zip, dims)
-    if test is None:
-        raise RuntimeError("SciFact is not here: the experiment reports on its test split")
+    test = _scifact_test(str(out_dir), scifact_zip, dims)
     report_task(base, test, str(out_dir))  # the test figures in the model card, beside dev's
     t, sel = result["train"], result["selection"] or {}
     arm_result = ArmResult(arm=arm, seed=seed, train_fraction=fraction, options=options,
@@ -54,17 +59,13 @@ def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: li
                     arms: list[str] | None = None, fractions: list[float] = [0.25, 0.5],  # noqa: B006
                     train: dict | None = None, dims: list[int] = [384, 256, 128],  # noqa: B006
                     scifact_zip: str | None = None) -> dict:
-    unknown = set(arms or []) - set(ARMS)
-    if unknown:
-        raise ValueError(f"unknown arms {sorted(unknown)}; known: {', '.join(ARMS)}")
+    arms = check_arms(arms)
     train = {**DEFAULT_TRAIN, **(train or {})}
     root = Path(resolved(out_root))
     run_dir = resolved(run_dir)
-    base = eval_task(base_model_of({"out_dir": str(root), **train}), scifact_zip, dims)
-    if base is None:
-        raise RuntimeError("SciFact is not here: the experiment reports on its test split")
+    base = _scifact_test(base_model_of({"out_dir": str(root), **train}), scifact_zip, dims)
     results = [_arm(run_dir, root, arm, seed, 1.0, train, scifact_zip, dims, base)
-               for arm in (arms or list(ARMS)) for seed in seeds]
+               for arm in arms for seed in seeds]
     chosen = best_arm(results) if fractions else None
     results += [_arm(run_dir, root, chosen, seed, fraction, train, scifact_zip, dims, base)
                 for fraction in fractions for seed in seeds]

@@ -34,6 +34,14 @@ ARM_TITLES = {
 RESULT_FILE = "experiment_result.json"
 
 
+def check_arms(arms: list[str] | None) -> list[str]:
+    """The recipes asked for (all when none is named); an unknown name is a ValueError."""
+    unknown = sorted(set(arms or []) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown recipes {unknown}; known: {', '.join(ARMS)}")
+    return list(arms or ARMS)
+
+
 class ArmResult(BaseModel):
     arm: str
     seed: int

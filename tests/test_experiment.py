@@ -45,3 +45,11 @@ def test_a_saved_arm_is_reused_only_with_the_same_options(tmp_path):
     assert ArmResult.load(tmp_path, {"seed": 0}) == done
     assert ArmResult.load(tmp_path, {"seed": 0, "epochs": 5}) is None  # another budget: train again
     assert ArmResult.load(tmp_path / "none", {"seed": 0}) is None
+
+
+def test_recipes_are_checked_by_name():
+    from gecko_factory.experiment import ARMS, check_arms
+
+    assert check_arms(None) == list(ARMS) and check_arms(["distill"]) == ["distill"]
+    with pytest.raises(ValueError, match="unknown recipes \\['nope'\\]"):
+        check_arms(["llm", "nope"])
