@@ -39,6 +39,7 @@ PLAN: dict[str, tuple[list[str], int]] = {
     "distilabel": ([], 150),
     "mining": (["--docs", "600", "--queries", "200"], 240),
     "encoder": (["--texts", "384", "--rounds", "2"], 150),
+    "eval_cache": (["--docs", "600", "--rounds", "3"], 240),
     "judge_cost": (["--queries", "5", "--candidates", "4", "--prefix-calls", "6"], 360),
     "scale": (["--sizes", "10000,30000,100000", "--seeds", "200", "--candidates", "5"], 480),
     "train": ([], 300),

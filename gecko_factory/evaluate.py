@@ -18,19 +18,19 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
+from gecko_factory.embedding_cache import EmbeddingCache, encoding_key
 from gecko_factory.scifact import DEFAULT_SCIFACT_ZIP, csv_rows, parse_abstract
 
 if TYPE_CHECKING:  # importing transformers costs seconds; the audit imports this module for its data
     from gecko_factory.train.model import DualEncoder
 
 log = logging.getLogger(__name__)
-
 
 
 class DatasetUnavailable(FileNotFoundError):
@@ -190,6 +190,7 @@ class EvalReport(BaseModel):
     document_format: str
     scores: list[DimScore]
     seconds: float
+    corpus_cached: bool = False  # the corpus embeddings came from the embedding cache
 
     def to_markdown(self) -> str:
         lines = [f"**{self.model}** on {self.dataset} ({self.n_queries} queries, "
@@ -237,13 +238,18 @@ def evaluate(
     batch_size: int = 64,
     max_seq_len: int | None = None,
     device: str = "cpu",
+    cache: EmbeddingCache | Literal["default"] | None = "default",
 ) -> EvalReport:
     """Embed corpus and queries, search exactly, score at each dim (None = full size only).
 
     `encoder` is a model folder or a DualEncoder. When `query_prefix` / `document_format` are
     None they come from the folder's saved `prompts` (query prefix; document prefix + text),
-    else the BEIR default: the raw query and "{title} {text}".
+    else the BEIR default: the raw query and "{title} {text}". The corpus embeddings come from
+    `cache` (embedding_cache.py; `$GECKO_HOME/embeddings` by default, None: always encode) when
+    the same weights encoded the same texts before.
     """
+    if cache == "default":
+        cache = EmbeddingCache.default()
     start = time.perf_counter()
     if isinstance(encoder, (str, Path)):
         path = Path(encoder)
@@ -265,7 +271,8 @@ def evaluate(
                  for t, x in dataset.corpus.values()]
     query_ids = [q for q in dataset.queries if dataset.qrels.get(q)]
     query_texts = [query_prefix + dataset.queries[q] for q in query_ids]
-    doc_emb = encode_texts(encoder, doc_texts, batch_size, max_seq_len, device)
+    doc_emb, cached = _corpus_embeddings(encoder, doc_texts, batch_size, max_seq_len, device,
+                                         cache)
     query_emb = encode_texts(encoder, query_texts, batch_size, max_seq_len, device)
 
     scores = []
@@ -282,7 +289,22 @@ def evaluate(
     return EvalReport(model=name, dataset=dataset.name, n_queries=len(query_ids),
                       n_docs=len(doc_ids), query_prefix=query_prefix,
                       document_format=document_format, scores=scores,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start, corpus_cached=cached)
+
+
+def _corpus_embeddings(encoder, texts: list[str], batch_size: int, max_seq_len: int, device: str,
+                       cache: EmbeddingCache | None) -> tuple[np.ndarray, bool]:
+    """The corpus side, from the cache when these weights already encoded these texts (queries
+    are a few hundred short lines: encoding them is cheaper than hashing the weights)."""
+    if cache is None:
+        return encode_texts(encoder, texts, batch_size, max_seq_len, device), False
+    key = encoding_key(encoder, texts, max_seq_len, batch_size, device)
+    emb = cache.get(key, len(texts))
+    if emb is not None:
+        return emb, True
+    emb = encode_texts(encoder, texts, batch_size, max_seq_len, device)
+    cache.put(key, emb)
+    return emb, False
 
 
 def prompt_formats(prompts: dict[str, str]) -> tuple[str, str]:

@@ -12,6 +12,7 @@ separator (0x1e): neither occurs in normalised text, so ("ab", "c") and ("a", "b
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 FIELD_SEP = "\x1f"
@@ -39,6 +40,18 @@ def stable_int(*parts: object) -> int:
 def stable_fraction(*parts: object) -> float:
     """`stable_int` scaled to [0, 1): a seeded coin for "is this one in the x % sample"."""
     return stable_int(*parts) / 2**64
+
+
+def sha256_buffers(named: Iterable[tuple[str, object]]) -> str:
+    """sha256 over (label, buffer) pairs in the order given: each label (ended by RECORD_SEP)
+    and then the buffer's raw bytes. A model's weights are hashed this way, tensor by tensor,
+    without copying 90 MB into one string; the label carries name, dtype and shape, so the same
+    bytes under another shape differ."""
+    h = hashlib.sha256()
+    for label, buffer in named:
+        h.update(str(label).encode("utf-8") + RECORD_SEP.encode())
+        h.update(memoryview(buffer).cast("B"))
+    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:

@@ -66,3 +66,15 @@ def test_example_id_is_pinned():
 
     # sha256("s1\x1ft\x1fq")[:20], as rows written before the hashing module carry it
     assert example_id("s1", "t", "q") == "61911337554f4705dc29"
+
+
+def test_buffers_hash_is_pinned():
+    """Names the cached corpus embeddings (embedding_cache.py): a change only misses, never mixes,
+    but it would throw every cached corpus away."""
+    import numpy as np
+
+    from gecko_factory.hashing import sha256_buffers
+
+    named = [("w|float32|(2,)", np.array([1.0, -2.0], dtype=np.float32)), ("b", b"xy")]
+    assert sha256_buffers(named) == "64cd747c888583defa1e24b3dc93542e879e51793e8fef280a37d876ecb9ed1c"
+    assert sha256_buffers(named[::-1]) != sha256_buffers(named)

@@ -59,6 +59,11 @@ def default_dims(hidden_size: int) -> list[int]:
     return dims
 
 
+# What `DualEncoder.encode` computes from the backbone's output. It is part of every cached
+# embedding's key (embedding_cache.py): change encode or mean_pool, change this.
+ENCODING = "masked-mean-pool+l2-normalise-v1"
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
