@@ -8,8 +8,8 @@ of what each recipe costs.
 
 The key is content, never a name or a path: a digest of the weights tensor by tensor, the
 tokenizer's full serialisation, the encoding rule (model.ENCODING), the texts, the sequence length,
-the batch size (padding changes the last digits), the device type and the torch and transformers
-versions. The same key therefore means the same forward pass with the same inputs, and on one
+the batch size (padding changes the last digits), the device (the CPU's vector ISA, the GPU's
+name) and the torch and transformers versions. The same key therefore means the same forward pass with the same inputs, and on one
 machine the same numbers, bit for bit (tests/test_embedding_cache.py checks a hit against a fresh
 encoding) — unlike sentence-transformers' embedding cache, whose key left out the prompt.
 
@@ -68,7 +68,20 @@ def encoding_key(encoder, texts: list[str], max_seq_len: int, batch_size: int, d
     for text in texts:
         digest.update(text)
     return sha256_hex(encoder_digest(encoder), digest.hexdigest(), len(texts), max_seq_len,
-                      batch_size, str(device).split(":")[0])
+                      batch_size, _device_identity(str(device)))
+
+
+def _device_identity(device: str) -> str:
+    """The kernels that will run: the CPU's vector ISA as torch dispatches it (AVX2 and AVX-512
+    round differently), or the GPU's name; a cache folder shared by two machines stays right."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return f"cpu/{torch.backends.cpu.get_cpu_capability()}"
+    if kind == "cuda" and torch.cuda.is_available():
+        return f"cuda/{torch.cuda.get_device_name(torch.device(device))}"
+    return kind
 
 
 class EmbeddingCache:
