@@ -7,6 +7,8 @@ imported flows.cli back would get a second copy of the app and register on that 
 from __future__ import annotations
 
 import os
+import subprocess
+import types
 from pathlib import Path
 
 import typer
@@ -24,6 +26,31 @@ def quiet_prefect() -> None:
     # No telemetry calls from a machine that may have no network; set before prefect is imported.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     default_server_start_timeout()
+    ephemeral_server_in_own_session()
+
+
+class _OwnSessionPopen(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("start_new_session", True)
+        super().__init__(*args, **kwargs)
+
+
+def ephemeral_server_in_own_session() -> None:
+    """Prefect starts its ephemeral API server (when no PREFECT_API_URL is set) in our process
+    group, so a Ctrl-C in the terminal, `timeout`, or a kill of the group ended it together with
+    the program, and the program, stopping, then spent minutes retrying calls to a dead API before
+    it could exit (222 s after one Ctrl-C of `gecko-factory run`, 2026-12-03). In a session of its
+    own the server outlives the signal; Prefect stops it at exit, after its last reports, and
+    gecko_factory/orphan_reaper.py ends it if the program is killed outright. Prefect offers no
+    setting for this: its server module's Popen is replaced (tests/flows/test_stop.py checks it)."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return  # a configured server: nothing is started (and its module is not imported)
+    from prefect.server.api import server
+
+    if server.subprocess.Popen is not _OwnSessionPopen:
+        server.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": _OwnSessionPopen})
 
 
 def default_server_start_timeout() -> None:
