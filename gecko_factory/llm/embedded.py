@@ -109,8 +109,12 @@ class EmbeddedServer:
             cmd += ["--prefix-chunk", str(self.prefix_chunk)]
         log.info("starting embedded LLM server on port %d (log: %s)", self.port, self.log_path)
         self._log_fh = self.log_path.open("ab")
+        # Its own session: a Ctrl-C in the terminal reaches the whole foreground group, and a
+        # server that died with it would turn the run's orderly stop into connection errors and
+        # outage retries. The run stops it on the way out (stop, atexit); on a kill -9 it leaves
+        # by itself (server_app.exit_with_parent) and the orphan reaper is there too.
         self._proc = subprocess.Popen(cmd, stdout=self._log_fh, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
         atexit.register(self.stop)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         try:

@@ -65,6 +65,13 @@ def _score(client, model: str, passage: str, query: str):
     return total, resp
 
 
+def test_the_server_is_out_of_reach_of_a_terminal_ctrl_c(server):
+    """Its own session, so a Ctrl-C to the program's process group does not reach it."""
+    import os
+
+    assert os.getsid(server._proc.pid) == server._proc.pid != os.getsid(0)
+
+
 def test_models_lists_the_embedded_model(client, server):
     ids = [m.id for m in client.models.list().data]
     assert ids == [server.model_name]
