@@ -36,8 +36,8 @@ def test_a_hit_is_the_fresh_encoding_bit_for_bit(tiny_model, tmp_path):
     assert (first.corpus_cached, second.corpus_cached) == (False, True)
     assert second.scores == first.scores
     texts = [f"{t} {x}" for t, x in data.corpus.values()]
-    key = encoding_key(model, texts, 256, 64, "cpu")
-    assert np.array_equal(cache.get(key, len(texts)), encode_texts(model, texts))
+    key = encoding_key(model, texts, model.max_seq_len, 64, "cpu")
+    assert np.array_equal(cache.get(key, len(texts)), encode_texts(model, texts, 64, model.max_seq_len))
 
 
 def test_what_changes_the_vectors_changes_the_key(tiny_model):

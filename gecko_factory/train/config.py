@@ -44,7 +44,9 @@ class TrainConfig(BaseModel):
     temperature: float = Field(0.05, description="Softmax temperature of the contrastive loss.")
     dims: list[int] | None = Field(None, description="Matryoshka dims; None = from hidden size "
                                    "(384/256/128/64 for MiniLM, 768/256 for 768-d).")
-    max_seq_len: int = Field(128, description="Token limit for queries and passages.")
+    max_seq_len: int | None = Field(None, description="Token limit for queries and passages; "
+                                    "None = the base model's own (256 for all-MiniLM-L6-v2), so "
+                                    "the export is compared with its base at the same length.")
     seed: int = Field(0, description="Seeds weights' dropout, data order and random pairing.")
     grad_cache_chunk: int | None = Field(None, description="GradCache sub-batch size; None = "
                                          "one plain forward over the whole batch.")
