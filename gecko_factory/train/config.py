@@ -52,6 +52,10 @@ class TrainConfig(BaseModel):
                                          "one plain forward over the whole batch.")
     eval_every: int | None = Field(100, description="Validation loss (and dev nDCG@10, model "
                                    "selection) every N steps; None = only at the end.")
+    evals_per_epoch: int | None = Field(None, ge=1, description="Evaluate this many times per "
+                                        "epoch instead of every `eval_every` steps: the same "
+                                        "selection grain whatever the data's size (a dev pass "
+                                        "over SciFact is minutes on a CPU).")
     checkpoint_every: int | None = Field(100, description="Write checkpoint.pt every N steps.")
     log_every: int = Field(10, description="Log the training loss every N steps.")
     device: str = Field("auto", description="'auto' (cuda if present), 'cpu' or 'cuda'.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -239,6 +240,7 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     optimizer = make_optimizer(model, cfg)
+    eval_every = math.ceil(per_epoch / cfg.evals_per_epoch) if cfg.evals_per_epoch else cfg.eval_every
 
     step, history = 0, {"train": [], "val": [], "dev": []}
     if resume and ckpt_path.exists():
@@ -252,8 +254,9 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     if selector and step > 0:
         selector.resumed(model, step)
     log.info("%d train / %d validation examples; %d steps/epoch, %d steps in all; "
-             "%d examples/step; dims %s; device %s; selection: %s%s",
-             len(train_data), len(val_data), per_epoch, total_steps, cfg.batch_size, dims, device,
+             "%d examples/step; %d tokens at most; evaluation every %s steps; dims %s; device %s; "
+             "selection: %s%s", len(train_data), len(val_data), per_epoch, total_steps,
+             cfg.batch_size, model.max_seq_len, eval_every or "(the end only)", dims, device,
              metric, f" on {dev_set.name} ({len(dev_set.queries)} queries)" if dev_set else "")
     step_fn = grad_cache_step if cfg.grad_cache_chunk else plain_step
     prompts = default_prompts(cfg.task_prompt)
@@ -284,7 +287,7 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
         for batch in iter_batches(train_data, cfg.batch_size, cfg.seed, epoch, start_batch):
             if step >= total_steps:
                 break
-            if cfg.eval_every and step % cfg.eval_every == 0 and step > 0:
+            if eval_every and step % eval_every == 0 and step > 0:
                 evaluate_at(step)
             lr = get_lr(step, cfg, total_steps)
             for group in optimizer.param_groups:

@@ -207,6 +207,19 @@ def test_nothing_beats_the_base_so_the_base_is_exported(tiny_model, run_dir, tmp
     assert any(not torch.equal(last[k].cpu(), base[k]) for k in base)
 
 
+def test_evals_per_epoch_sets_the_cadence_whatever_the_data_size(tiny_model, run_dir, tmp_path,
+                                                                 monkeypatch):
+    import gecko_factory.train.train as train_module
+
+    monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
+    monkeypatch.setattr(train_module, "dev_ndcg", lambda *args: 0.5)
+    # 48 rows, a fifth of the seeds held out: 4 batches of 8 an epoch; 2 epochs
+    result = train(_config(tiny_model, tmp_path / "m", max_steps=None, epochs=2, eval_every=3,
+                           evals_per_epoch=2, dev="fake-dev"), [run_dir])
+    assert result.steps == 8
+    assert [s for s, _ in result.dev_ndcg] == [0, 2, 4, 6, 8]  # every 2 steps, not every 3
+
+
 def _fake_dev(base: str):
     """A dev score that is a function of the weights (their distance from the base's), so a
     resumed run sees exactly what an unbroken one saw."""
