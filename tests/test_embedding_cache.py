@@ -13,6 +13,7 @@ import torch
 
 from gecko_factory.embedding_cache import EmbeddingCache, encoding_key
 from gecko_factory.evaluate import RetrievalDataset, encode_texts, evaluate, load_beir
+from gecko_factory.testing.labelled_set import make_beir
 from gecko_factory.train.model import DualEncoder
 
 pytestmark = pytest.mark.model  # loads a tiny BERT
@@ -83,7 +84,7 @@ def test_the_export_reuses_its_dev_pass_and_every_run_the_base(tiny_model, tmp_p
     from gecko_factory.train.train import TrainConfig, train
 
     monkeypatch.setenv("GECKO_HOME", str(tmp_path / "home"))
-    dev = _beir_dev(tmp_path / "dev")
+    dev = str(make_beir(tmp_path / "dev"))
     run = _tiny_run(tmp_path / "run")
     files = lambda: sorted((tmp_path / "home" / "embeddings").glob("*.npy"))  # noqa: E731
 
@@ -99,19 +100,6 @@ def test_the_export_reuses_its_dev_pass_and_every_run_the_base(tiny_model, tmp_p
     assert report.scores[0].ndcg_at_10 == pytest.approx(first.selection.dev_selected, abs=1e-12)
     train(config(tmp_path / "m1", 1), [run])
     assert len(files()) == 3  # the base came from the cache; only the new step 2 was encoded
-
-
-def _beir_dev(folder) -> str:
-    """Three labelled queries over the topics, as a BEIR folder with a train split."""
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(
-        {"_id": f"d{i}", "title": t.title(), "text": f"About {t}."}) + "\n"
-        for i, t in enumerate(TOPICS)))
-    (folder / "queries.jsonl").write_text("".join(json.dumps(
-        {"_id": f"q{i}", "text": f"what about {TOPICS[i]}?"}) + "\n" for i in range(3)))
-    (folder / "qrels" / "train.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
-    return str(folder)
 
 
 def _tiny_run(run):
