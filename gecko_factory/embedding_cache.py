@@ -108,7 +108,10 @@ class EmbeddingCache:
             log.warning("embedding cache: %s has shape %s, not %d rows; encoding again",
                         path.name, array.shape, rows)
             return None
-        os.utime(path)  # recently used: evicted last
+        try:
+            os.utime(path)  # recently used: evicted last
+        except FileNotFoundError:  # another process evicted it after we read it: still valid
+            pass
         return array
 
     def put(self, key: str, array: np.ndarray) -> None:
