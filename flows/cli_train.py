@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from flows.cli_common import console, quiet_prefect, require_run
 from gecko_factory.train.config import TrainConfig  # pydantic only: no torch at start-up
@@ -122,10 +123,13 @@ def experiment(
     train: str = typer.Option("{}", help="TrainConfig fields over the default budget, as JSON, "
                               'e.g. \'{"epochs": 2, "eval_every": 50}\''),
     scifact_zip: Optional[Path] = typer.Option(None, help="default: ../shared/data/scifact.zip"),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="train on a run whose "
+                                       "shards are not all done (the table says so)"),
 ) -> None:
     """Issue 14's experiment: every recipe at the same budget per training seed, SciFact test
     nDCG@10 and Recall@100 per dim, the recipe with the best dev nDCG@10 at smaller data shares.
-    Resumable: a recipe already trained with the same options is not trained again."""
+    Resumable: a recipe already trained with the same options on the same data is not trained
+    again."""
     import json
 
     from gecko_factory.experiment import check_arms
@@ -142,9 +146,14 @@ def experiment(
     quiet_prefect()
     from flows.experiment import experiment_flow
 
-    summary = experiment_flow(run_dir=str(run_dir), out_root=str(out), seeds=numbers[0], arms=chosen,
-                              fractions=numbers[1], dims=numbers[2], train=overrides,
-                              scifact_zip=str(scifact_zip) if scifact_zip else None)
+    try:
+        summary = experiment_flow(run_dir=str(run_dir), out_root=str(out), seeds=numbers[0],
+                                  arms=chosen, fractions=numbers[1], dims=numbers[2],
+                                  train=overrides, allow_partial=allow_partial,
+                                  scifact_zip=str(scifact_zip) if scifact_zip else None)
+    except ValueError as exc:  # the run is not finished, or no recipe could be chosen
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     Console().print(summary["table"], markup=False)
     if summary["chosen_by_dev"]:
         Console().print(f"chosen on dev for the curve: {summary['chosen_by_dev']}", markup=False)

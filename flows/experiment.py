@@ -3,7 +3,9 @@ FRet run at the same budget for each training seed, evaluated on SciFact test; t
 with the best dev nDCG@10 (never test) at a quarter and a half of the data.
 
 Each arm's model folder keeps its result (experiment_result.json, written after its evaluation):
-a rerun skips the arms already done with the same options, so an interrupted experiment resumes.
+a rerun skips the arms already done with the same options on the same data, so an interrupted
+experiment resumes. A run with shards not done is refused unless `allow_partial`: its table would
+pass for the whole data set's.
 The report (report.md, results.json in `out_root`, and a Prefect artifact) is rewritten at the end.
 """
 
@@ -16,7 +18,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.train import train_flow
-from gecko_factory.experiment import ARMS, ArmResult, best_arm, check_arms, report, scores_by_dim
+from gecko_factory.experiment import (ARMS, ArmResult, best_arm, check_arms, report, run_data,
+                                      scores_by_dim)
 from gecko_factory.files import atomic_write_text
 from tasks.train_tasks import base_model_of, eval_task, report_task, resolved
 
@@ -35,12 +38,12 @@ def _scifact_test(model: str, scifact_zip: str | None, dims: list[int]) -> dict:
     return report_
 
 
-def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, train: dict,
-         scifact_zip: str | None, dims: list[int], base: dict) -> ArmResult:
+def _arm(run_dir: str, data: str, out_root: Path, arm: str, seed: int, fraction: float,
+         train: dict, scifact_zip: str | None, dims: list[int], base: dict) -> ArmResult:
     options = {**train, **ARMS[arm], "seed": seed, "dims": dims,
                **({"train_fraction": fraction} if fraction != 1.0 else {})}
     out_dir = out_root / (f"{arm}-seed{seed}" + ("" if fraction == 1.0 else f"-frac{fraction:g}"))
-    done = ArmResult.load(out_dir, options)
+    done = ArmResult.load(out_dir, options, data)
     if done is not None:
         get_run_logger().info("%s: done before, reused", out_dir)
         return done
@@ -50,7 +53,7 @@ def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, tra
     report_task(base, test, str(out_dir))  # the test figures in the model card, beside dev's
     t, sel = result["train"], result["selection"] or {}
     arm_result = ArmResult(arm=arm, seed=seed, train_fraction=fraction, options=options,
-                           out_dir=str(out_dir), n_train=t["n_train"], steps=t["steps"],
+                           data=data, out_dir=str(out_dir), n_train=t["n_train"], steps=t["steps"],
                            dev_base=sel.get("dev_base"), dev_selected=sel.get("dev_selected"),
                            beat_base=sel.get("beat_base"), test=scores_by_dim(test))
     arm_result.save()
@@ -61,8 +64,16 @@ def _arm(run_dir: str, out_root: Path, arm: str, seed: int, fraction: float, tra
 def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: list[int] = [0, 1],  # noqa: B006
                     arms: list[str] | None = None, fractions: list[float] = [0.25, 0.5],  # noqa: B006
                     train: dict | None = None, dims: list[int] = [384, 256, 128],  # noqa: B006
-                    scifact_zip: str | None = None) -> dict:
+                    scifact_zip: str | None = None, allow_partial: bool = False) -> dict:
     arms = check_arms(arms)
+    data, missing = run_data(resolved(run_dir))
+    if missing and not allow_partial:  # a table from part of the data would pass for the whole
+        raise ValueError(f"{run_dir}: shards {missing[:10]}{' …' if len(missing) > 10 else ''} "
+                         f"({len(missing)}) are not done; finish the run (`gecko-factory resume "
+                         f"{run_dir}`) or allow a partial one")
+    if missing:
+        get_run_logger().warning("%s: %d shards are not done; training on the rest (allow_partial)",
+                                 run_dir, len(missing))
     defaults = dict(DEFAULT_TRAIN)
     if "eval_every" in (train or {}):  # a cadence in steps, asked for, replaces the per-epoch one
         defaults.pop("evals_per_epoch")
@@ -70,13 +81,17 @@ def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: li
     root = Path(resolved(out_root))
     run_dir = resolved(run_dir)
     base = _scifact_test(base_model_of({"out_dir": str(root), **train}), scifact_zip, dims)
-    results = [_arm(run_dir, root, arm, seed, 1.0, train, scifact_zip, dims, base)
+    results = [_arm(run_dir, data, root, arm, seed, 1.0, train, scifact_zip, dims, base)
                for arm in arms for seed in seeds]
     chosen = best_arm(results) if fractions else None
-    results += [_arm(run_dir, root, chosen, seed, fraction, train, scifact_zip, dims, base)
+    results += [_arm(run_dir, data, root, chosen, seed, fraction, train, scifact_zip, dims, base)
                 for fraction in fractions for seed in seeds]
     table = report(scores_by_dim(base), results, dims)
+    if missing:
+        table = (f"**Partial data**: {len(missing)} shards of {run_dir} were not done when "
+                 "these models trained.\n\n" + table)
     summary = {"base": scores_by_dim(base), "chosen_by_dev": chosen, "train": train,
+               "data": data, "shards_not_done": missing,
                "results": [r.model_dump() for r in results], "table": table}
     atomic_write_text(root / "results.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "report.md", table)

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from gecko_factory.files import atomic_write_text
+from gecko_factory.hashing import sha256_hex
 
 # The recipes, as TrainConfig fields over the shared options. Gecko's paper compares its LLM
 # pairs with the (seed, random) ablation; distillation of the judge's scores over all N judged
@@ -42,11 +43,23 @@ def check_arms(arms: list[str] | None) -> list[str]:
     return list(arms or ARMS)
 
 
+def run_data(run_dir: str | Path) -> tuple[str, list[int]]:
+    """(a digest of what the run has committed, the shards not done yet). The digest covers every
+    done shard's file hash, so an arm trained before the run grew is trained again, never reported
+    as the larger data's result."""
+    from gecko_factory.manifest import shard_states
+
+    states = shard_states(Path(run_dir))
+    digest = sha256_hex(*(f"{s.shard}:{s.marker.file_sha256}" for s in states if s.marker))
+    return digest, [s.shard for s in states if s.state != "done"]
+
+
 class ArmResult(BaseModel):
     arm: str
     seed: int
     train_fraction: float = 1.0
     options: dict  # the TrainConfig fields this arm trained with
+    data: str = ""  # run_data's digest of the FRet data it trained on
     out_dir: str
     n_train: int
     steps: int
@@ -59,13 +72,14 @@ class ArmResult(BaseModel):
         atomic_write_text(Path(self.out_dir) / RESULT_FILE, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
-    def load(cls, out_dir: str | Path, options: dict) -> "ArmResult | None":
-        """The arm's saved result, if it was trained with exactly these options (resume)."""
+    def load(cls, out_dir: str | Path, options: dict, data: str) -> "ArmResult | None":
+        """The arm's saved result, if it was trained with exactly these options on exactly this
+        data (resume)."""
         path = Path(out_dir) / RESULT_FILE
         if not path.exists():
             return None
         result = cls.model_validate_json(path.read_text())
-        return result if result.options == options else None
+        return result if (result.options, result.data) == (options, data) else None
 
 
 def scores_by_dim(eval_report: dict) -> dict[int, dict[str, float]]:

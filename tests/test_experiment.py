@@ -11,7 +11,7 @@ from gecko_factory.experiment import ArmResult, best_arm, report
 def _arm(arm: str, seed: int, dev: float | None, ndcg: float, fraction: float = 1.0,
          out_dir: str = "m") -> ArmResult:
     return ArmResult(arm=arm, seed=seed, train_fraction=fraction, options={"seed": seed},
-                     out_dir=out_dir, n_train=100, steps=10, dev_base=0.60, dev_selected=dev,
+                     data="d1", out_dir=out_dir, n_train=100, steps=10, dev_base=0.60, dev_selected=dev,
                      beat_base=None if dev is None else dev > 0.60,
                      test={384: {"ndcg_at_10": ndcg, "recall_at_100": 0.9}, 128: {"ndcg_at_10": ndcg - 0.1,
                                                                                   "recall_at_100": 0.8}})
@@ -39,12 +39,28 @@ def test_report_gives_mean_and_half_range_over_seeds_per_recipe():
     assert "0.25 of the data" in lines[4] and "| 0 | 0.6500 |" in lines[4]
 
 
-def test_a_saved_arm_is_reused_only_with_the_same_options(tmp_path):
+def test_a_saved_arm_is_reused_only_with_the_same_options_and_data(tmp_path):
     done = _arm("llm", 0, 0.62, 0.7, out_dir=str(tmp_path))
     done.save()
-    assert ArmResult.load(tmp_path, {"seed": 0}) == done
-    assert ArmResult.load(tmp_path, {"seed": 0, "epochs": 5}) is None  # another budget: train again
-    assert ArmResult.load(tmp_path / "none", {"seed": 0}) is None
+    assert ArmResult.load(tmp_path, {"seed": 0}, "d1") == done
+    assert ArmResult.load(tmp_path, {"seed": 0, "epochs": 5}, "d1") is None  # another budget
+    assert ArmResult.load(tmp_path, {"seed": 0}, "d2") is None  # the run grew since: train again
+    assert ArmResult.load(tmp_path / "none", {"seed": 0}, "d1") is None
+
+
+def test_the_data_digest_follows_the_committed_shards(tmp_path, wiki_sample):
+    from gecko_factory.experiment import run_data
+    from gecko_factory.testing.fake_run import fill_run, make_run, write_corpus
+
+    paragraphs = [{"id": f"p{i}", **p} for i, p in enumerate(wiki_sample[:40])]
+    corpus = write_corpus(tmp_path / "corpus.jsonl", paragraphs)
+    make_run(tmp_path / "run", corpus, shards=[0], limit=32, shard_size=16)
+    partial, missing = run_data(tmp_path / "run")
+    assert missing == [1]
+    fill_run(tmp_path / "run", [1])
+    whole, missing = run_data(tmp_path / "run")
+    assert missing == [] and whole != partial
+    assert run_data(tmp_path / "run") == (whole, [])  # a digest of content: stable
 
 
 def test_recipes_are_checked_by_name():

@@ -64,3 +64,15 @@ def test_experiment_trains_every_arm_reports_and_resumes(tmp_path, wiki_sample, 
     again = experiment_flow(**kwargs)  # resumes: every arm is done
     assert again["table"] == summary["table"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_run_with_shards_not_done_is_refused_unless_allowed(tmp_path, wiki_sample, prefect_harness):
+    """A table from part of the data would pass for the whole data set's."""
+    from flows.experiment import experiment_flow
+
+    paragraphs = [{"id": f"p{i}", **p} for i, p in enumerate(wiki_sample[:40])]
+    corpus = write_corpus(tmp_path / "corpus.jsonl", paragraphs)
+    make_run(tmp_path / "run", corpus, shards=[0], limit=32, shard_size=16)
+    with pytest.raises(ValueError, match=r"shards \[1\] \(1\) are not done.*gecko-factory resume"):
+        experiment_flow(run_dir=str(tmp_path / "run"), out_root=str(tmp_path / "exp"))
+    assert not (tmp_path / "exp").exists()  # refused before anything was trained or written
