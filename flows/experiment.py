@@ -66,7 +66,8 @@ def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: li
                     train: dict | None = None, dims: list[int] = [384, 256, 128],  # noqa: B006
                     scifact_zip: str | None = None, allow_partial: bool = False) -> dict:
     arms = check_arms(arms)
-    data, missing = run_data(resolved(run_dir))
+    run_dir = resolved(run_dir)
+    data, missing = run_data(run_dir)
     if missing and not allow_partial:  # a table from part of the data would pass for the whole
         raise ValueError(f"{run_dir}: shards {missing[:10]}{' …' if len(missing) > 10 else ''} "
                          f"({len(missing)}) are not done; finish the run (`gecko-factory resume "
@@ -79,7 +80,6 @@ def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: li
         defaults.pop("evals_per_epoch")
     train = {**defaults, **(train or {})}
     root = Path(resolved(out_root))
-    run_dir = resolved(run_dir)
     base = _scifact_test(base_model_of({"out_dir": str(root), **train}), scifact_zip, dims)
     results = [_arm(run_dir, data, root, arm, seed, 1.0, train, scifact_zip, dims, base)
                for arm in arms for seed in seeds]

@@ -217,16 +217,12 @@ def compare_markdown(base: EvalReport, tuned: EvalReport) -> str:
     return "\n".join(lines)
 
 
-def _saved_settings(path: Path) -> tuple[dict, int | None]:
-    """Prompts and max_seq_length a sentence-transformers folder records, if any."""
-    prompts, max_len = {}, None
+def _saved_prompts(path: Path) -> dict:
+    """The prompts a sentence-transformers folder records, if any."""
     if (path / "config_sentence_transformers.json").exists():
-        prompts = json.loads((path / "config_sentence_transformers.json").read_text()).get(
+        return json.loads((path / "config_sentence_transformers.json").read_text()).get(
             "prompts") or {}
-    if (path / "sentence_bert_config.json").exists():
-        max_len = json.loads((path / "sentence_bert_config.json").read_text()).get(
-            "max_seq_length")
-    return prompts, max_len
+    return {}
 
 
 def evaluate(
@@ -253,14 +249,15 @@ def evaluate(
     start = time.perf_counter()
     if isinstance(encoder, (str, Path)):
         path = Path(encoder)
-        prompts, saved_len = _saved_settings(path)
+        prompts = _saved_prompts(path)
         from gecko_factory.train.model import DualEncoder  # transformers: only when evaluating
 
         encoder = DualEncoder.from_pretrained(path).to(device)
         name = path.name if path.name != "model" else path.parent.name
     else:
-        prompts, saved_len, name = {}, encoder.max_seq_len, type(encoder).__name__
-    max_seq_len = max_seq_len or saved_len or 256
+        prompts, name = {}, type(encoder).__name__
+    # the folder's own length (model.saved_max_seq_len), the one training defaults to as well
+    max_seq_len = max_seq_len or encoder.max_seq_len
     saved_query, saved_document = prompt_formats(prompts)
     query_prefix = saved_query if query_prefix is None else query_prefix
     document_format = saved_document if document_format is None else document_format
