@@ -85,14 +85,16 @@ bench: setup $(VENV)/.stamp-bench
 	$(BIN)/python bench/run_all.py
 
 # Issue 14's experiment: FRet from SciFact's abstracts only (never its claims), ~1,000 seeds
-# (hours of LLM time on 2 CPU cores: run it in the background; `gecko-factory resume runs/scifact`
+# (hours of LLM time on 2 CPU cores: run it in the background; a rerun or `gecko-factory resume`
 # continues it), then every recipe at the same budget per training seed, SciFact test at
 # 384/256/128 d, and the dev-chosen recipe at 1/4 and 1/2 of the data (models/experiment/report.md).
+# The run folder is tracked (experiments/scifact/README.md): its committed shards ship with the
+# repository, so a fresh clone judges only the seeds not yet done. The data carries SciFact's licence.
 SCIFACT_SEEDS ?= 1000
-EXP_RUN ?= runs/scifact
+EXP_RUN ?= experiments/scifact
 EXP_ARGS ?=
 experiment-data: setup
-	$(BIN)/gecko-factory run --corpus scifact --out $(EXP_RUN) --limit $(SCIFACT_SEEDS) --candidates 5 --shard-size 16
+	$(BIN)/gecko-factory run --corpus scifact --out $(EXP_RUN) --limit $(SCIFACT_SEEDS) --candidates 5 --shard-size 16 --license cc-by-nc-2.0
 
 experiment: $(VENV)/.stamp-project
 	$(BIN)/gecko-factory experiment $(EXP_RUN) --out models/experiment $(EXP_ARGS)
