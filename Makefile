@@ -87,9 +87,10 @@ bench: setup $(VENV)/.stamp-bench
 # Issue 14's experiment: FRet from SciFact's abstracts only (never its claims), ~1,000 seeds
 # (hours of LLM time on 2 CPU cores: run it in the background; a rerun or `gecko-factory resume`
 # continues it), then every recipe at the same budget per training seed, SciFact test at
-# 384/256/128 d, and the dev-chosen recipe at 1/4 and 1/2 of the data (models/experiment/report.md).
-# The run folder is tracked (experiments/scifact/README.md): its committed shards ship with the
-# repository, so a fresh clone judges only the seeds not yet done. The data carries SciFact's licence.
+# 384/256/128 d, and the dev-chosen recipe at 1/4 and 1/2 of the data ($(EXP_RUN)/experiment/report.md).
+# The run folder is tracked (experiments/scifact/README.md): its committed shards and each recipe's
+# result ship with the repository, so a fresh clone judges only the seeds not yet done and trains
+# only the recipes not yet done (the weights are not tracked). The data carries SciFact's licence.
 SCIFACT_SEEDS ?= 1000
 EXP_RUN ?= experiments/scifact
 EXP_ARGS ?=
@@ -97,7 +98,7 @@ experiment-data: setup
 	$(BIN)/gecko-factory run --corpus scifact --out $(EXP_RUN) --limit $(SCIFACT_SEEDS) --candidates 5 --shard-size 16 --license cc-by-nc-2.0
 
 experiment: $(VENV)/.stamp-project
-	$(BIN)/gecko-factory experiment $(EXP_RUN) --out models/experiment $(EXP_ARGS)
+	$(BIN)/gecko-factory experiment $(EXP_RUN) --out $(EXP_RUN)/experiment $(EXP_ARGS)
 
 # Operations: a local Prefect server (UI at http://127.0.0.1:4200) with a worker per work pool,
 # the deployments of deployments/prefect.yaml, and a refresh by hand.

@@ -88,8 +88,8 @@ def experiment_flow(run_dir: str, out_root: str = "models/experiment", seeds: li
                 for fraction in fractions for seed in seeds]
     table = report(scores_by_dim(base), results, dims)
     if missing:
-        table = (f"**Partial data**: {len(missing)} shards of {run_dir} were not done when "
-                 "these models trained.\n\n" + table)
+        count = f"1 shard of {run_dir} was" if len(missing) == 1 else f"{len(missing)} shards of {run_dir} were"
+        table = f"**Partial data**: {count} not done when these models trained.\n\n" + table
     summary = {"base": scores_by_dim(base), "chosen_by_dev": chosen, "train": train,
                "data": data, "shards_not_done": missing,
                "results": [r.model_dump() for r in results], "table": table}

@@ -76,3 +76,24 @@ def test_a_run_with_shards_not_done_is_refused_unless_allowed(tmp_path, wiki_sam
     with pytest.raises(ValueError, match=r"shards \[1\] \(1\) are not done.*gecko-factory resume"):
         experiment_flow(run_dir=str(tmp_path / "run"), out_root=str(tmp_path / "exp"))
     assert not (tmp_path / "exp").exists()  # refused before anything was trained or written
+
+
+def test_a_partial_run_trains_on_its_done_shards_and_says_so(tmp_path, wiki_sample, prefect_harness,
+                                                             tiny_model):
+    """allow_partial: the done shards only, and a table that cannot pass for the whole data's."""
+    from flows.experiment import experiment_flow
+
+    paragraphs = [{"id": f"p{i}", **p} for i, p in enumerate(wiki_sample[:40])]
+    corpus = write_corpus(tmp_path / "corpus.jsonl", paragraphs)
+    make_run(tmp_path / "run", corpus, shards=[0], limit=32, shard_size=16)
+    summary = experiment_flow(
+        run_dir=str(tmp_path / "run"), out_root=str(tmp_path / "exp"), seeds=[0], arms=["llm"],
+        fractions=[], dims=[32], allow_partial=True,
+        scifact_zip=_scifact_zip(tmp_path / "scifact.zip", wiki_sample[:40]),
+        train={"base_model": tiny_model, "batch_size": 4, "max_steps": 1,
+               "dev": str(make_beir(tmp_path / "dev")), "eval_every": 1, "val_fraction": 0.1})
+    assert summary["shards_not_done"] == [1]
+    assert summary["table"].startswith("**Partial data**: 1 shard of")
+    assert (tmp_path / "exp" / "report.md").read_text() == summary["table"]
+    (result,) = summary["results"]
+    assert 0 < result["n_train"] <= 16  # shard 0's seeds, less the held-out ones
