@@ -7,6 +7,7 @@ Placeholders are `{name}` and are filled by plain replacement (passages may cont
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from gecko_factory.hashing import sha256_hex
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,10 @@ class Template:
     sections: dict[str, str]
 
     def render(self, section: str, **values: str) -> str:
-        text = self.sections[section]
-        for key, value in values.items():
-            text = text.replace("{" + key + "}", value)
-        return text
+        """One pass over the template's text: a value is never searched for placeholders (a
+        passage that reads "{query}" stays as written; replacing one key after another put the
+        query there)."""
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.sections[section])
 
 
 @lru_cache(maxsize=None)
