@@ -10,9 +10,11 @@ progress, shard table and data-set card are Prefect artifacts (tasks/artifacts.p
 
 from __future__ import annotations
 
+import faulthandler
 import time
 import uuid
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -39,8 +41,23 @@ from tasks.llm_endpoint import llm_endpoint
 SHARDS_IN_FLIGHT = 4
 
 
+# Seconds a stopped run's shard threads get to end before the process exits without them.
+STOP_GRACE_S = 60
+
+
 class ShardsFailed(RuntimeError):
     pass
+
+
+@contextmanager
+def disarmed_on_exit() -> Iterator[None]:
+    """A stop's deadline (faulthandler's timer, one per process) ends with the shard runner's
+    exit, once every shard thread is gone: a flow stopped inside a long-lived process (a test, a
+    worker) must not take the process with it later."""
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @flow(name="fret", flow_run_name="fret-{run_dir}", task_runner=ThreadPoolTaskRunner(max_workers=SHARDS_IN_FLIGHT),
@@ -139,7 +156,7 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
             # An endpoint down at the start fails fast (a wrong URL should not cost minutes); one that
             # goes down mid-run is waited for (`shard_retries`), since shards are then half done.
             mode = probe_task(base_url, judge_mode)
-            with shard_runner(options) as runner:
+            with disarmed_on_exit(), shard_runner(options) as runner:
                 futures = {
                     runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}",
                                                           **shard_retries(settings)), parameters=dict(
@@ -160,7 +177,12 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
                     # back-offs to the end; cancelled, they fail now with nothing committed, and
                     # a queued shard that a freed thread picks up fails as it starts (was: the
                     # next four ran, against an LLM server already shut down, into outage retries).
-                    get_runtime().cancel_all(tag=invocation)
+                    cancelled = get_runtime().cancel_all(tag=invocation)
+                    logger.warning("stopping: %d shard coroutines cancelled", cancelled)
+                    # The runner's exit now waits for the shard threads. Should one not end (a
+                    # stopped run once waited on two shards for good, 2026-12-03, cause not found),
+                    # the process dumps every thread's stack and exits, as a stop must end it.
+                    faulthandler.dump_traceback_later(STOP_GRACE_S, exit=True)
                     raise
                 states = [f.state for f in futures]  # in shard order
     stopped = [i for i, s in enumerate(states)
