@@ -157,6 +157,8 @@ def _print_summary(m: Manifest, out: Path) -> None:
     table.add_row("examples written", f"{c.examples:,} of {c.seeds:,} seeds")
     table.add_row("relabel rate (positive ≠ seed)", "n/a" if c.relabel_rate is None else f"{c.relabel_rate:.1%}")
     table.add_row("skipped", ", ".join(f"{k}={v}" for k, v in c.skipped.items()) or "none")
+    if c.unjudged_negatives:
+        table.add_row("hard negatives from beyond the judged N", f"{c.unjudged_negatives:,}")
     if c.pending_seeds:
         table.add_row("pending (shards not done)", f"{c.pending_seeds:,} seeds")
     table.add_row("LLM calls", f"{u['calls']:,} ({u['prompt_tokens']:,} prompt + "

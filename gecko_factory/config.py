@@ -67,6 +67,9 @@ class FretConfig(BaseModel):
     negative: Literal["lowest", "random"] = run_option("negative")
     # Candidates that may not be the hard negative (likely false negatives); None: Gecko's rule.
     negative_guard: NegativeGuard | None = Field(default_factory=NegativeGuard)
+    # Where the negative comes from when the guard lets no judged candidate through: the nearest
+    # neighbour it lets through among retrieval ranks N+1..negative_pool (unjudged; 0: none).
+    negative_pool: int = run_option("negative_pool")
     encoder: str = run_option("encoder")  # NAME or NAME:int8 (embed.parse_encoder)
     embed_batch_size: int = Field(default=64, ge=1)
     index: IndexConfig = Field(default_factory=IndexConfig)

@@ -17,7 +17,11 @@ judge's, see judge.py). Entry points: `fuse(signals, FusionConfig) -> list[float
   more than a noisy signal's say-so. (Reranking without a seed, the audit lets retrieval's top
   play the prior.)
 - Hard negative: the lowest fused candidate that is not a likely false negative (`NegativeGuard`:
-  NV-Retriever's TopK-PercPos, near-duplicates of the positive, and the seed itself).
+  NV-Retriever's TopK-PercPos, near-duplicates of the positive, and the seed itself). With a
+  small N in a dense corpus, every judged candidate can sit within 5 % of the positive's
+  similarity (a quarter of SciFact's seeds at N = 5): then `reserve_negative` takes the nearest
+  retrieved neighbour beyond them that the guard lets through, as NV-Retriever mines from a
+  wider top-k, instead of losing the seed and the judge's work on it.
 """
 
 from __future__ import annotations
@@ -202,6 +206,19 @@ def choose_negative(cands: list[Scored], fused: list[float], positive: Scored,
     if strategy == "lowest":
         return allowed[0]
     return allowed[stable_int(key) % len(allowed)]
+
+
+def reserve_negative(reserve: list[Scored], positive: Scored, seed_id: str | None,
+                     guard: NegativeGuard | None,
+                     cosine: Callable[[str, str], float | None] | None = None) -> Scored | None:
+    """When the guard lets no judged candidate be the hard negative: the nearest retrieved
+    neighbour beyond them that it lets through (NV-Retriever's positive-aware mining, the
+    retriever as teacher: hard, yet below `perc_pos` of the positive's similarity). None without
+    a guard (Gecko's rule always finds a judged one) or when none passes either."""
+    if guard is None:
+        return None
+    return next((c for c in reserve if guard_reason(
+        c, positive, seed_id, guard, cosine(c.id, positive.id) if cosine else None) is None), None)
 
 
 @dataclass(frozen=True)

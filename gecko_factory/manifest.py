@@ -79,6 +79,7 @@ class Counts(BaseModel):
     pending_seeds: int = 0
     relabelled: int = 0
     relabel_rate: float | None = None  # None: no example yet
+    unjudged_negatives: int = 0  # examples whose hard negative came from beyond the judged N
 
 
 class ShardSummary(BaseModel):
@@ -126,7 +127,7 @@ def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[Manifest, 
     skipped: Counter = Counter()
     usage: Counter = Counter()
     done, pending, per_shard = [], [], []
-    examples = relabelled = pending_seeds = 0
+    examples = relabelled = pending_seeds = unjudged = 0
     judge_modes: set[str] = set()
     for state in shard_states(run_dir, plan):
         shard, marker = state.shard, state.marker
@@ -140,6 +141,7 @@ def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[Manifest, 
         skipped.update(stats.skipped)
         usage.update(stats.usage)
         relabelled += stats.relabelled
+        unjudged += stats.unjudged_negatives
         judge_modes.add(stats.judge_mode)
         per_shard.append(ShardSummary(shard=shard, file=shard_file(run_dir, shard).name, rows=marker.rows,
                                       skipped=stats.skipped, relabelled=stats.relabelled,
@@ -158,7 +160,8 @@ def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[Manifest, 
         shards=ShardCounts(total=len(plan.shards), done=len(done), pending=pending),
         counts=Counts(seeds=seeds, examples=examples, skipped=dict(sorted(skipped.items())),
                       pending_seeds=pending_seeds, relabelled=relabelled,
-                      relabel_rate=round(relabelled / examples, 4) if examples else None),
+                      relabel_rate=round(relabelled / examples, 4) if examples else None,
+                      unjudged_negatives=unjudged),
         accounting_ok=seeds == examples + sum(skipped.values()) + pending_seeds,
         llm_usage={k: usage.get(k, 0) for k in USAGE_KEYS},
         cost_usd=round(cost_usd(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),

@@ -1,6 +1,8 @@
 """Mining stage: the top-N corpus neighbours of each generated query.
 
-Entry point: `mine(index, query_vectors, seed_ids, n, ef) -> list[list[Candidate]]`. The seed
+Entry point: `mine(index, query_vectors, seed_ids, n, ef) -> list[list[Candidate]]`; `reserve`
+gives the neighbours beyond them, where the hard negative comes from when the guard lets no
+judged candidate be one (fusion.reserve_negative). The seed
 paragraph is always among the candidates (Gecko relabels only among candidates that include it):
 when the index does not return it, it takes the place of the last neighbour (`with_seed`).
 Each candidate carries its cosine similarity to the query and its unit vector: the hard-negative
@@ -66,3 +68,21 @@ def mine(index: LoadedIndex, query_vectors: np.ndarray, seed_ids: list[str], n: 
     got = neighbours(index, query_vectors, n, ef)
     return [candidates_for(index, q, with_seed(ids, seed))
             for q, ids, seed in zip(query_vectors, got, seed_ids)]
+
+
+def reserve(index: LoadedIndex, query_vectors: np.ndarray, mined: list[list[Candidate]], pool: int,
+            ef: int) -> list[list[Candidate]]:
+    """Each query's retrieved neighbours within the top `pool` that are not among its mined
+    candidates, nearest first, with their true retrieval ranks: where the hard negative may come
+    from when the guard lets none of the judged candidates be one (fusion.reserve_negative).
+    Nothing when `pool` does not reach past the candidates."""
+    if not mined or pool <= max(len(c) for c in mined):
+        return [[] for _ in mined]
+    out = []
+    for q, ids, judged in zip(query_vectors, neighbours(index, query_vectors, pool, ef), mined):
+        taken = {c.id for c in judged}
+        ranked = [(rank, pid) for rank, pid in enumerate(ids, start=1) if pid not in taken]
+        found = candidates_for(index, q, [pid for _, pid in ranked]) if ranked else []
+        out.append([Candidate(c.id, rank, c.similarity, c.vector) for (rank, _), c in zip(ranked, found)])
+    return out
+

@@ -46,6 +46,10 @@ class RunOptions(BaseModel):
                                "factory's, see README)")
     negative_guard: bool = Field(default=True, description="keep likely false negatives (near the "
                                  "positive, duplicates of it, the seed) out of the hard negatives")
+    negative_pool: int = Field(default=20, ge=0, description="when the guard lets none of the N judged "
+                               "candidates be the hard negative, take the nearest of the top "
+                               "NEGATIVE_POOL retrieved neighbours beyond them that it lets through "
+                               "(NV-Retriever's positive-aware mining); 0, or at most N: skip the seed")
     # fp32 by default: int8 is 1.4x faster on a 2-core AVX2 CPU but its top-20 agrees with fp32's
     # on only 83 % of the neighbours (README, "The encoder's precision"), so it is asked for.
     encoder: str = Field(default="all-MiniLM-L6-v2", description="the embedding model that indexes "

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-FRET_SCHEMA_VERSION = "fret-v2"  # v2: candidate similarity, the fusion and the judge model of each row
+FRET_SCHEMA_VERSION = "fret-v3"  # v2: candidate similarity, the fusion and the judge model of each row;
+# v3: the hard negative may be an unjudged candidate beyond the N judged (FretCandidate.judged)
 
 # A paragraph of the input corpus after normalisation (the run's `corpus.parquet`).
 PARAGRAPH_SCHEMA = pa.schema(
@@ -38,8 +39,15 @@ class FretCandidate:
     similarity: float | None  # cosine(query, passage), what the negative guard reads
     ql: float | None  # log p(query | passage) over the query's tokens; None under RC-only judging
     rc: float | None  # log p("Yes" | query, passage)
-    fused_score: float  # sum of w_s / rank_s (fusion.py)
+    fused_score: float  # sum of w_s / rank_s (fusion.py); 0.0 for an unjudged candidate
     fused_rank: int  # 1 = the fusion's top; the positive is the row's (keep_seed may keep the seed)
+
+    @property
+    def judged(self) -> bool:
+        """False for the one candidate a row may hold that the judge never scored: the hard
+        negative taken from beyond the N judged when the guard let none of those through
+        (fusion.reserve_negative). It is listed last, with neither QL nor RC."""
+        return self.ql is not None or self.rc is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,7 @@ class ShardStats:
     usage: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     judge_mode: str = "?"  # the mode used (the probe may fall back to rc_only)
+    unjudged_negatives: int = 0  # rows whose hard negative came from beyond the judged candidates
 
     @classmethod
     def from_dict(cls, stats: dict) -> "ShardStats":

@@ -24,14 +24,14 @@ from gecko_factory.corpus import Paragraph
 from gecko_factory.corpus_store import open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
-from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, decide
+from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, Scored, decide, reserve_negative
 from gecko_factory.hashing import sha256_hex
-from gecko_factory.judge import JudgedCandidate, JudgeMode, judge
+from gecko_factory.judge import JudgedCandidate, JudgeMode, judge, text_key
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.client import LLMRequestRejected
 from gecko_factory.llm.runtime import LLMRuntime, gather_all, get_runtime
 from gecko_factory.llm.settings import LLMSettings
-from gecko_factory.mine import Candidate, mine
+from gecko_factory.mine import Candidate, mine, reserve
 from gecko_factory.plan import RunPlan
 from gecko_factory.progress import SeedProgress
 from gecko_factory.schemas import FretCandidate, FretRow, ShardStats
@@ -131,7 +131,8 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
     synth = SynthesisResult()
     judge_rejected = 0
 
-    async def judge_one(s: Synthesized, candidates: list[Candidate]) -> FretRow | Skip | None:
+    async def judge_one(s: Synthesized, candidates: list[Candidate],
+                        spare: list[Candidate]) -> FretRow | Skip | None:
         nonlocal judge_rejected
         # each candidate read once from the store: the row takes its positive and negative here
         paragraphs = {c.id: corpus[c.id] for c in candidates}
@@ -144,7 +145,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
             progress.seed_done()
             return None
         progress.seed_done()
-        return _row(s, judged, cfg, job.judge_mode, paragraphs)
+        return _row(s, judged, cfg, job.judge_mode, paragraphs, spare, corpus)
 
     # Groups pipeline: a group's queries are embedded and mined (in a thread) as soon as its own
     # syntheses are in, and its judge calls start while other groups still synthesise, so the
@@ -157,10 +158,14 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
         progress.seed_done(len(paragraphs) - len(ok))
         if not ok:
             return []
-        mined = await asyncio.get_running_loop().run_in_executor(ENCODE_THREAD, lambda: mine(
-            index, encoder.encode([s.query for s in ok], cfg.embed_batch_size, threads=1),
-            [s.paragraph.id for s in ok], cfg.candidates, cfg.index.ef_search))
-        return await gather_all(*(judge_one(s, c) for s, c in zip(ok, mined)))
+        def mine_group() -> tuple[list[list[Candidate]], list[list[Candidate]]]:
+            vectors = encoder.encode([s.query for s in ok], cfg.embed_batch_size, threads=1)
+            mined = mine(index, vectors, [s.paragraph.id for s in ok], cfg.candidates, cfg.index.ef_search)
+            pool = cfg.negative_pool if cfg.negative_guard is not None else 0
+            return mined, reserve(index, vectors, mined, pool, cfg.index.ef_search)
+
+        mined, spares = await asyncio.get_running_loop().run_in_executor(ENCODE_THREAD, mine_group)
+        return await gather_all(*(judge_one(s, c, r) for s, c, r in zip(ok, mined, spares)))
 
     seeds = [corpus[i] for i in seed_ids]
     # one seed's service failure cancels the rest: the shard fails as a whole and commits nothing
@@ -180,7 +185,8 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
                            f"{len(rows)} rows + {dict(skipped)} skipped")
     stats = ShardStats(seeds=len(seed_ids), skipped=dict(skipped),
                        relabelled=sum(r.relabelled for r in rows), usage=client.usage.as_dict(),
-                       seconds=round(time.perf_counter() - t0, 3), judge_mode=job.judge_mode)
+                       seconds=round(time.perf_counter() - t0, 3), judge_mode=job.judge_mode,
+                       unjudged_negatives=sum(not r.candidate(r.negative_id).judged for r in rows))
     await asyncio.to_thread(commit_shard, job.run_dir, job.shard, rows, input_hash,
                             config_hash, stats)
     return ShardReport(job.shard, "done", len(rows), stats)
@@ -194,8 +200,8 @@ class Skip:
 
 
 def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
-         paragraphs: dict[str, Paragraph]) -> FretRow | Skip:
-    vectors = {j.id: j.vector for j in judged}
+         paragraphs: dict[str, Paragraph], spare: list[Candidate], corpus) -> FretRow | Skip:
+    vectors = {c.id: c.vector for c in [*judged, *spare]}
 
     def cosine(a: str, b: str) -> float | None:
         va, vb = vectors.get(a), vectors.get(b)
@@ -203,9 +209,22 @@ def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
 
     pick: Decision = decide(judged, cfg.fusion, cfg.negative_guard, s.paragraph.id, cfg.negative,
                             key=f"{cfg.seed}:{s.paragraph.id}:{s.query}", cosine=cosine)
-    if pick.negative is None:
-        return Skip(NO_SAFE_NEGATIVE)
-    pos, neg = paragraphs[pick.positive.id], paragraphs[pick.negative.id]
+    candidates = [FretCandidate(id=j.id, retrieval_rank=j.retrieval_rank, similarity=j.similarity,
+                                ql=j.ql, rc=j.rc, fused_score=f, fused_rank=r)
+                  for j, f, r in zip(judged, pick.fused, pick.fused_ranks)]
+    negative = pick.negative
+    if negative is None:  # no judged candidate is safe: the nearest safe neighbour beyond them
+        unjudged = [Scored(c.id, c.retrieval_rank, c.similarity, None, None,
+                           text_key(corpus[c.id].title, corpus[c.id].text)) for c in spare]
+        negative = reserve_negative(unjudged, pick.positive, s.paragraph.id, cfg.negative_guard, cosine)
+        if negative is None:
+            return Skip(NO_SAFE_NEGATIVE)
+        paragraphs = {**paragraphs, negative.id: corpus[negative.id]}
+        # recorded as a candidate the judge did not score: no QL or RC, ranked after every judged one
+        candidates.append(FretCandidate(id=negative.id, retrieval_rank=negative.retrieval_rank,
+                                        similarity=negative.similarity, ql=None, rc=None,
+                                        fused_score=0.0, fused_rank=len(judged) + 1))
+    pos, neg = paragraphs[pick.positive.id], paragraphs[negative.id]
     return FretRow(
         example_id=example_id(s.paragraph.id, s.task, s.query),
         seed_id=s.paragraph.id,
@@ -219,9 +238,7 @@ def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
         negative_title=neg.title,
         negative_text=neg.text,
         relabelled=pos.id != s.paragraph.id,
-        candidates=[FretCandidate(id=j.id, retrieval_rank=j.retrieval_rank, similarity=j.similarity,
-                                  ql=j.ql, rc=j.rc, fused_score=f, fused_rank=r)
-                    for j, f, r in zip(judged, pick.fused, pick.fused_ranks)],
+        candidates=candidates,
         judge_mode=judge_mode,
         fusion=cfg.fusion.spec(),
         llm_model=cfg.llm_model,

@@ -7,7 +7,7 @@ import pytest
 
 from gecko_factory.config import FretConfig
 from gecko_factory.fusion import (NO_SAFE_NEGATIVE, FusionConfig, NegativeGuard, Scored, choose_negative,
-                                  choose_positive, decide, fuse, rank_desc)
+                                  choose_positive, decide, fuse, rank_desc, reserve_negative)
 
 RRF = FusionConfig()
 
@@ -86,6 +86,18 @@ def test_guard_topk_percpos_and_the_seed():
     pick = decide(only_close, RRF, guard, "p0")
     assert pick.positive.id == "p0" and pick.negative is None  # the shard counts NO_SAFE_NEGATIVE
     assert NO_SAFE_NEGATIVE == "no_safe_negative"
+
+
+def test_reserve_negative_is_the_nearest_unjudged_neighbour_the_guard_lets_through():
+    guard = NegativeGuard()
+    positive = Scored("p0", 1, 0.80, -1.0, -0.1, "k0")
+    # 95 % of 0.80 is 0.76: r6 is too close, r7 a near-copy of the positive, r8 the first safe one
+    spare = [Scored("r6", 6, 0.78, None, None, "a"), Scored("r7", 7, 0.74, None, None, "b"),
+             Scored("r8", 8, 0.73, None, None, "c"), Scored("r9", 9, 0.70, None, None, "d")]
+    cosine = lambda a, b: 0.99 if a == "r7" else 0.5  # noqa: E731
+    assert reserve_negative(spare, positive, "p0", guard, cosine).id == "r8"
+    assert reserve_negative(spare[:2], positive, "p0", guard, cosine) is None
+    assert reserve_negative(spare, positive, "p0", None) is None  # Gecko's rule never needs one
 
 
 def test_random_negative_is_seeded_and_among_the_allowed():

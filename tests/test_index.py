@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from gecko_factory.config import IndexConfig
 from gecko_factory.index import LoadedIndex, build_hnsw
-from gecko_factory.mine import knn, mine
+from gecko_factory.mine import knn, mine, reserve
 
 
 def _unit(rng, n, d=32):
@@ -39,6 +40,25 @@ def test_mine_puts_the_seed_among_the_candidates():
     out = mine(index, np.concatenate([docs[3:4], far]), ["p3", "p5"], n=5, ef=16)
     assert out[0][0].id == "p3" and out[0][0].retrieval_rank == 1
     assert [c.id for c in out[1]][-1] == "p5" and len(out[1]) == 5
+
+
+def test_reserve_is_the_pool_beyond_the_candidates_with_true_ranks():
+    rng = np.random.default_rng(2)
+    docs = _unit(rng, 200)
+    index = _loaded(docs)
+    far = -docs[5:6]
+    queries = np.concatenate([docs[3:4], far])
+    mined = mine(index, queries, ["p3", "p5"], n=5, ef=64)
+    spare = reserve(index, queries, mined, pool=12, ef=64)
+    exact = np.argsort(-(queries @ docs.T), axis=1)[:, :12]
+    # the first query's 5 candidates are its top 5: the reserve is ranks 6..12, nearest first
+    assert [c.id for c in spare[0]] == [f"p{i}" for i in exact[0, 5:]]
+    assert [c.retrieval_rank for c in spare[0]] == list(range(6, 13))
+    assert spare[0][0].similarity == pytest.approx(float(queries[0] @ docs[exact[0, 5]]), abs=1e-5)
+    # the second had the seed forced in over its 5th neighbour: that one is back in the reserve
+    assert spare[1][0].retrieval_rank == 5 and len(spare[1]) == 8
+    assert not {c.id for c in spare[1]} & {c.id for c in mined[1]}
+    assert reserve(index, queries, mined, pool=5, ef=64) == [[], []]  # no pool beyond the N
 
 
 def test_build_on_empty_vectors():

@@ -21,8 +21,9 @@ def test_a_row_survives_parquet_as_the_same_record(tmp_path):
     assert back[0].candidate("n").ql is None and back[0].candidate("s").similarity == 0.9
 
 
-def test_the_derived_schema_is_fret_v2():
+def test_the_derived_schema_is_fret_v3():
     # Written out once by hand: if the records change, this fails until the version is bumped.
+    # v3 kept v2's types; what changed is that a candidate may be unjudged (see the next test).
     cand = pa.struct([
         pa.field("id", pa.string(), nullable=False), pa.field("retrieval_rank", pa.int32(), nullable=False),
         pa.field("similarity", pa.float64()), pa.field("ql", pa.float64()), pa.field("rc", pa.float64()),
@@ -34,8 +35,14 @@ def test_the_derived_schema_is_fret_v2():
                pa.field("candidates", pa.list_(cand), nullable=False)]
     fields += [pa.field(n, pa.string(), nullable=False)
                for n in ("judge_mode", "fusion", "llm_model", "judge_model", "prompt_version")]
-    assert FRET_SCHEMA_VERSION == "fret-v2"
+    assert FRET_SCHEMA_VERSION == "fret-v3"
     assert FRET_SCHEMA.equals(pa.schema(fields))
+
+
+def test_a_candidate_without_ql_or_rc_is_unjudged():
+    assert not FretCandidate("n", 9, 0.3, None, None, 0.0, 6).judged
+    assert FretCandidate("n", 2, 0.3, None, -0.5, 1.0, 2).judged  # RC-only judging: no QL
+    assert FretCandidate("n", 2, 0.3, -9.0, -0.5, 1.0, 2).judged
 
 
 def test_shard_stats_read_back_ignore_unknown_keys():

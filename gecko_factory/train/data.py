@@ -168,8 +168,9 @@ def teacher_logits(candidates: Sequence[dict], score: TeacherScore, query: str
     - `fused` is the fusion's R = sum_s w_s / rank_s (fusion.py): already rank-based and bounded
       by the weights (0..2 under RRF), so it is used as it is; equal scores get equal mass.
     """
-    if score == "fused":
-        return [c["fused_score"] for c in candidates]
+    if score == "fused":  # an unjudged candidate (a negative from beyond the N) has no judge score
+        return [c["fused_score"] if c["ql"] is not None or c["rc"] is not None else None
+                for c in candidates]
     if score == "rc":
         return [c["rc"] for c in candidates]
     if score == "ql":

@@ -197,3 +197,30 @@ def test_a_lost_shard_is_redone_from_the_cache_identically(finished_run, flow_co
     shard_stats = json.loads((run_dir / "stats.json").read_text())["shards"][1]
     assert shard_stats["usage"]["calls"] == 0 and shard_stats["usage"]["cache_hits"] == 16 + 16 * 8
     assert again["counts"] == first["counts"]
+
+
+def test_a_seed_whose_judged_candidates_are_all_unsafe_takes_its_negative_from_beyond_them(
+        tmp_path, wiki_sample, prefect_harness, llm_env):
+    """Every paragraph is here twice (the copy one word longer), and N = 2: a seed's candidates
+    are itself and its near-copy, which the guard keeps out of the negatives. The nearest
+    neighbour beyond them that the guard lets through becomes the negative, recorded as an
+    unjudged third candidate; with no pool, every seed is lost as no_safe_negative."""
+    from flows.fret import fret_flow
+
+    rows = [dict(r) for r in wiki_sample[:12]]
+    rows += [{"title": r["title"], "text": r["text"] + " Indeed."} for r in wiki_sample[:12]]
+    corpus = tmp_path / "twins.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = dict(corpus=str(corpus), candidates=2, shard_size=8, limit=8, judge_mode="one_pass")
+    m = fret_flow(run_dir=str(tmp_path / "pool"), options=RunOptions(**options, negative_pool=10))
+    assert m["counts"]["examples"] == m["counts"]["unjudged_negatives"] > 0
+    assert m["accounting_ok"]
+    for row in pl.read_parquet(sorted((tmp_path / "pool" / "shards").glob("*.parquet"))).iter_rows(named=True):
+        judged, extra = row["candidates"][:2], row["candidates"][2]
+        assert row["negative_id"] == extra["id"] and extra["id"] not in {c["id"] for c in judged}
+        assert extra["ql"] is None and extra["rc"] is None and extra["fused_rank"] == 3
+        assert extra["retrieval_rank"] >= 3
+        assert extra["similarity"] < 0.95 * next(c["similarity"] for c in judged if c["id"] == row["positive_id"])
+    lost = fret_flow(run_dir=str(tmp_path / "none"), options=RunOptions(**options, negative_pool=0))
+    assert lost["counts"]["examples"] == 0
+    assert lost["counts"]["skipped"].get("no_safe_negative", 0) == m["counts"]["examples"]

@@ -28,6 +28,9 @@ def test_teacher_logits_by_hand():
     assert teacher_logits(cands, "fused", query) == [2.0, 0.5, 1.0]
     with pytest.raises(ValueError):
         teacher_logits(cands, "bm25", query)
+    # a negative from beyond the judged N has no judge score under any of them
+    unjudged = [_cand("a", -12.0, -0.2, 2.0), _cand("z", None, None, 0.0)]
+    assert [teacher_logits(unjudged, s, query)[1] for s in ("fused", "ql", "rc")] == [None] * 3
     # rc as it is: the target is p(Yes) renormalised over the candidates
     p = [math.exp(x) for x in (-0.2, -1.5, -0.9)]
     assert math.isclose(p[0] / sum(p), math.exp(-0.2) / (math.exp(-0.2) + math.exp(-1.5)
