@@ -142,6 +142,7 @@ def dataset_card(manifest: Manifest, sample: DatasetSample, title: str, plots: l
         f"| examples | {c.examples} of {c.seeds} seeds |",
         f"| relabel rate (positive ≠ seed) | {percent(c.relabel_rate)} ({c.relabelled} of {c.examples}) |",
         f"| skipped | {skipped} |",
+        f"| hard negatives from beyond the N judged (unjudged, guard-safe) | {c.unjudged_negatives} of {c.examples} |",
         f"| pending seeds (shards not done) | {c.pending_seeds} |",
         f"| shards | {manifest.shards.done} of {manifest.shards.total} done |",
         f"| judge | {', '.join(manifest.judge_mode) or 'n/a'} |",

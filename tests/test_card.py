@@ -72,6 +72,7 @@ def test_card_figures_by_hand(run_dir):
     m = read_manifest(run_dir)
     assert m.counts.examples == 6 and m.counts.relabelled == 2  # i = 1 in each shard
     assert "| relabel rate (positive ≠ seed) | 33.3% (2 of 6) |" in card
+    assert "| hard negatives from beyond the N judged (unjudged, guard-safe) | 0 of 6 |" in card
     assert "| qa | 4 | 66.7% |" in card and "| fact \\| check | 2 | 33.3% |" in card
     sample = read_rows(sorted((run_dir / "shards").glob("part-*.parquet")))
     # the positive's QL is -(rank + i): rank 1 for the seed (i = 0, 2), rank 2 for i = 1

@@ -213,8 +213,10 @@ def test_a_seed_whose_judged_candidates_are_all_unsafe_takes_its_negative_from_b
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     options = dict(corpus=str(corpus), candidates=2, shard_size=8, limit=8, judge_mode="one_pass")
     m = fret_flow(run_dir=str(tmp_path / "pool"), options=RunOptions(**options, negative_pool=10))
-    assert m["counts"]["examples"] == m["counts"]["unjudged_negatives"] > 0
-    assert m["accounting_ok"]
+    n = m["counts"]["examples"]
+    assert n == m["counts"]["unjudged_negatives"] > 0 and m["accounting_ok"]
+    card = (tmp_path / "pool" / "README.md").read_text()
+    assert f"| hard negatives from beyond the N judged (unjudged, guard-safe) | {n} of {n} |" in card
     for row in pl.read_parquet(sorted((tmp_path / "pool" / "shards").glob("*.parquet"))).iter_rows(named=True):
         judged, extra = row["candidates"][:2], row["candidates"][2]
         assert row["negative_id"] == extra["id"] and extra["id"] not in {c["id"] for c in judged}
