@@ -125,7 +125,10 @@ def render(rows: list[dict], argv: list[str], started: datetime, seconds: float,
         (f"The rows of {', '.join(r['name'] for r in rows)} were rewritten by {written}; the other "
          "rows and sections are kept from earlier runs (`make bench` reruns them all)."
          if partial else f"Written by {written} (`make bench`)."),
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Python {m['python']}, no GPU.",
+        ("Machine of the rewritten rows" if partial else "Machine")
+        + f": {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Python {m['python']}, no GPU"
+        + (" (the kept rows were measured on their own run's machine, which can differ: the VM's CPU "
+           "model is not fixed between sessions)." if partial else "."),
         "Each benchmark measures ours and the alternative in the same run; ratios are oriented so "
         "that > 1 means ours is better (see each section for what is compared).", "",
         "| benchmark | ours vs alternative | ratio | goal | met | status |",

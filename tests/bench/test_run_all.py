@@ -81,6 +81,10 @@ def test_the_header_of_a_partial_run_does_not_claim_the_rows_it_kept():
     assert "kept from earlier runs" in partial
     full = render(rows, [], started, 97.0).splitlines()[2]
     assert full.startswith("Written by `python bench/run_all.py ` on 2026-12-03 07:15 UTC")
+    # nor their machine: the VM's CPU model changes between sessions (AMD EPYC, then Intel Xeon)
+    machine_line = render(rows, ["--only", "train"], started, 97.0, partial=True).splitlines()[3]
+    assert machine_line.startswith("Machine of the rewritten rows: ") and "own run's machine" in machine_line
+    assert render(rows, [], started, 97.0).splitlines()[3].startswith("Machine: ")
 
 
 def test_a_partial_run_rewrites_in_place_and_reads_only_the_summary_table():
