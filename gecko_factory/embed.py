@@ -12,6 +12,12 @@ so it has its own fingerprint and an fp32 index is never reused for it or mixed 
 It is not the default: on the 2-core AVX2 VM it was 1.4x the fp32 throughput, kept SciFact nDCG@10
 (-0.003) but moved the neighbours (recall@20 against fp32 exact search 0.83, issue 15 asks 0.99;
 bench/encoder_quality.py, BENCHMARKS.md "Encoder precision"). Training always uses fp32 (train/).
+
+`NAME:bf16` runs the same fp32 weights under torch's CPU autocast to bfloat16 (matmuls in bf16,
+what AMX and AVX512-BF16 execute natively; norms and softmax stay fp32), and the vectors come back
+as fp32. Its speed depends on the CPU: several times fp32's on one with AMX (the Xeon VM of
+2026-12-03), emulated and slower than fp32 on an AVX2-only one (`bf16_native` says which). So it
+is the user's choice, recorded in the run's recipe, never a default that would differ by machine.
 """
 
 from __future__ import annotations
@@ -30,15 +36,16 @@ from typing import Literal, get_args
 import numpy as np
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-Precision = Literal["fp32", "int8"]
+Precision = Literal["fp32", "int8", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-# What an int8 encoder is beyond its weights; part of its fingerprint, so a change of recipe
-# never reuses an index built with the old one.
+# What an encoder is beyond its weights, per precision; part of its fingerprint, so a change of
+# recipe never reuses an index built with the old one.
 INT8_RECIPE = "torch-dynamic-qint8-per-channel-linear-v1"
+RECIPES = {"int8": INT8_RECIPE, "bf16": "torch-cpu-autocast-bfloat16-v1"}
 
 
 def parse_encoder(spec: str) -> tuple[str, Precision]:
-    """A run's `encoder` setting: `NAME` (fp32) or `NAME:int8` -> (NAME, precision). A folder that
+    """A run's `encoder` setting: `NAME` (fp32), `NAME:int8` or `NAME:bf16` -> (NAME, precision). A folder that
     exists under the whole spec is that folder, in fp32."""
     base, sep, suffix = spec.rpartition(":")
     if sep and suffix in PRECISIONS and not Path(spec).is_dir():
@@ -145,8 +152,9 @@ class Encoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        with self._lock, torch.inference_mode(), torch_threads(threads):  # one forward at a time
-            for idx, batch in self.batches(texts, batch_size):
+        with self._lock, torch.inference_mode(), torch_threads(threads), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            for idx, batch in self.batches(texts, batch_size):  # one forward at a time (the lock)
                 out[idx] = self.dual.encode(batch).float().numpy()
                 _release_freed_memory()
                 if on_batch is not None:
@@ -198,7 +206,16 @@ def encoder_fingerprint(weights_hash: str, precision: Precision) -> str:
     """fp32 keeps the weights' hash (indexes built before int8 existed stay valid)."""
     if precision == "fp32":
         return weights_hash
-    return hashlib.sha256(f"{weights_hash}:{precision}:{INT8_RECIPE}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{weights_hash}:{precision}:{RECIPES[precision]}".encode()).hexdigest()[:16]
+
+
+def bf16_native() -> bool:
+    """Whether this CPU executes bfloat16 matmuls natively (AMX or AVX512-BF16; Linux only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def quantize_int8(dual):
