@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 Precision = Literal["fp32", "int8", "bf16"]
@@ -245,5 +248,8 @@ def _load_cached(name: str, max_length: int, precision: Precision) -> Encoder:
     dual.eval()  # no dropout: the same text always gets the same vector
     if precision == "int8":
         dual = quantize_int8(dual)
+    if precision == "bf16" and not bf16_native():
+        log.warning("encoder %s:bf16 on a CPU without AMX or AVX512-BF16: bfloat16 is emulated "
+                    "here, slower than fp32 (the vectors are the same either way)", name)
     return Encoder(path, dual, max_length, encoder_fingerprint(_folder_hash(path), precision),
                    threading.Lock(), precision)
