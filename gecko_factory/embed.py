@@ -250,6 +250,6 @@ def _load_cached(name: str, max_length: int, precision: Precision) -> Encoder:
         dual = quantize_int8(dual)
     if precision == "bf16" and not bf16_native():
         log.warning("encoder %s:bf16 on a CPU without AMX or AVX512-BF16: bfloat16 is emulated "
-                    "here, slower than fp32 (the vectors are the same either way)", name)
+                    "here, slower than fp32", name)
     return Encoder(path, dual, max_length, encoder_fingerprint(_folder_hash(path), precision),
                    threading.Lock(), precision)
