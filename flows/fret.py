@@ -11,6 +11,8 @@ progress, shard table and data-set card are Prefect artifacts (tasks/artifacts.p
 from __future__ import annotations
 
 import faulthandler
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from gecko_factory.config import FretConfig
 from gecko_factory.shard_pipeline import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
-from gecko_factory.llm.runtime import get_runtime
+from gecko_factory.llm.runtime import LLMRuntime, get_runtime
 from gecko_factory.llm.settings import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
@@ -47,6 +49,36 @@ STOP_GRACE_S = 60
 
 class ShardsFailed(RuntimeError):
     pass
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """While a stopping run cancels its shards, a further SIGTERM or SIGINT is noted and dropped
+    (the run is stopping already), not raised in the middle of the cancelling.
+
+    `make` forwards a SIGTERM sent to its process group to its child, which so gets two (seen
+    2026-12-03): the second, raised half-way through LLMRuntime.cancel_all, left the shards after
+    the first one uncancelled, and the runner waited on them for good. So does a Ctrl-C pressed
+    twice. Python runs signal handlers in the main thread only; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGTERM, signal.SIGINT)
+    before = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        signal.signal(s, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def stop_shards(tag: str, runtime: LLMRuntime | None = None) -> int:
+    """Cancel the run's shard coroutines (LLMRuntime.cancel_all: `tag` is its invocation id) with
+    further stop signals held; how many were cancelled."""
+    with stop_signals_held():
+        return (runtime or get_runtime()).cancel_all(tag=tag)
 
 
 @contextmanager
@@ -177,11 +209,10 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
                     # back-offs to the end; cancelled, they fail now with nothing committed, and
                     # a queued shard that a freed thread picks up fails as it starts (was: the
                     # next four ran, against an LLM server already shut down, into outage retries).
-                    cancelled = get_runtime().cancel_all(tag=invocation)
+                    cancelled = stop_shards(invocation)
                     logger.warning("stopping: %d shard coroutines cancelled", cancelled)
-                    # The runner's exit now waits for the shard threads. Should one not end (a
-                    # stopped run once waited on two shards for good, 2026-12-03, cause not found),
-                    # the process dumps every thread's stack and exits, as a stop must end it.
+                    # The runner's exit now waits for the shard threads. Should one still not end,
+                    # the process dumps every thread's stack and exits: a stop must end it.
                     faulthandler.dump_traceback_later(STOP_GRACE_S, exit=True)
                     raise
                 states = [f.state for f in futures]  # in shard order
