@@ -25,7 +25,6 @@ from gecko_factory.llm.client import LLMClient, LLMRequestRejected
 from gecko_factory.templates import load_template
 
 TEMPLATE = "synthesize_v1"
-ATTEMPTS = 2  # the first answer and one retry
 REJECTED = "llm_rejected_request"  # skip reason: the server refused this request (400/413/422)
 
 OUTPUT_SCHEMA = {
@@ -119,7 +118,7 @@ async def synthesize_one(client: LLMClient, paragraph: Paragraph, config: FretCo
     task_type = pick_task_type(paragraph.id, config.seed, config.task_types)
     messages = build_messages(task_type, paragraph.text)
     last_error = ""
-    for attempt in range(ATTEMPTS):
+    for attempt in range(config.synth_attempts):
         try:
             answer = await client.chat(
                 messages,

@@ -45,3 +45,30 @@ def test_prompt_puts_the_shared_block_first():
     a, b = build_messages("fact checking", "one"), build_messages("search result", "two")
     assert a[0] == b[0] and "Example 1" in a[0]["content"]
     assert "Task type: fact checking\nPassage: one" == a[1]["content"]
+
+
+@pytest.mark.parametrize("attempts", [1, 4])
+def test_a_paragraph_gets_the_recipes_attempts_then_is_skipped(scripted_server, attempts):
+    """Over real HTTP: the scripted writer botches a paragraph marked [[invalid]] every time, so
+    it is asked exactly `synth_attempts` times (each a new sample) and then counted as a skip."""
+    import asyncio
+
+    from gecko_factory.config import FretConfig
+    from gecko_factory.corpus import Paragraph
+    from gecko_factory.llm.client import LLMClient
+    from gecko_factory.llm.settings import LLMSettings
+    from gecko_factory.synthesize import SynthesisResult, synthesize_one
+
+    async def go() -> tuple[SynthesisResult, int]:
+        client = LLMClient(LLMSettings(model="scripted"), scripted_server.base_url)
+        result = SynthesisResult()
+        try:
+            done = await synthesize_one(client, Paragraph("x", "", PASSAGE + " [[invalid]]"),
+                                        FretConfig(synth_attempts=attempts), result)
+            assert done is None
+            return result, client.usage.calls
+        finally:
+            await client.aclose()
+
+    result, calls = asyncio.run(go())
+    assert calls == attempts and dict(result.skipped) == {"invalid_llm_output": 1}

@@ -63,8 +63,9 @@ def test_counts_and_accounting(finished_run):
     assert m["counts"]["skipped"] == {"invalid_llm_output": 1}
     assert m["accounting_ok"] and m["shards"] == {"total": 4, "done": 4, "pending": []}
     assert m["judge_mode"] == ["one_pass"]
-    # 51 synthesis calls + one retry of the botched paragraph, and N=8 judge passes per example
-    assert m["llm_usage"]["calls"] == 51 + 1 + 50 * 8
+    # 51 synthesis calls + the botched paragraph's 3 retries (synth_attempts 4), and N=8 judge
+    # passes per example
+    assert m["llm_usage"]["calls"] == 51 + 3 + 50 * 8
 
 
 def test_schema_and_rows(finished_run):
