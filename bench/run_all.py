@@ -37,8 +37,8 @@ PLAN: dict[str, tuple[list[str], int]] = {
     "client": ([], 120),
     "concurrency": ([], 300),  # ~2.5 min: the adaptive limit needs ~100 round trips to pay off its ramp from 8
     "distilabel": ([], 150),
-    "mining": (["--docs", "600", "--queries", "200"], 240),
-    "encoder": (["--texts", "384", "--rounds", "2"], 150),
+    "mining": (["--docs", "600", "--queries", "200"], 360),  # bf16 emulated on an AVX2 CPU is slow
+    "encoder": (["--texts", "384", "--rounds", "2"], 300),
     "eval_cache": (["--docs", "600", "--rounds", "3"], 240),
     "judge_cost": (["--queries", "5", "--candidates", "4", "--prefix-calls", "6"], 360),
     "scale": (["--sizes", "10000,30000,100000", "--seeds", "200", "--candidates", "5"], 480),
