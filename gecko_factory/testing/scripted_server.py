@@ -20,8 +20,9 @@ truncated body (all transient: the retry of the same request succeeds), and that
 synthesis answers is invalid JSON for good (the factory must retry with another seed, then skip).
 Faults are a pure function of the request body and `fault_seed`, so two runs see the same ones.
 `GET /stats` counts requests by endpoint, faults by kind, `max_in_flight` (the most requests it
-held at once: what a client's concurrency limit must bound), and `bad_synthesis_twice`: the seeds
-whose synthesis got invalid JSON on two different requests (what the factory must skip).
+held at once: what a client's concurrency limit must bound), and `bad_synthesis`: for each passage
+whose synthesis got invalid JSON, on how many different requests (each attempt samples anew, so
+a seed is skipped when the count reaches the recipe's `synth_attempts`).
 Run: `python -m gecko_factory.testing.scripted_server --port P [--latency-ms 100]`.
 """
 
@@ -250,8 +251,8 @@ class ScriptedLLM:
         return JSONResponse({"status": "ok"})
 
     async def stats(self, request: Request) -> JSONResponse:
-        twice = sum(1 for keys in self.bad_synthesis.values() if len(keys) >= 2)
-        return JSONResponse({**self.counts, "bad_synthesis_twice": twice})
+        return JSONResponse({**self.counts,
+                             "bad_synthesis": sorted(len(keys) for keys in self.bad_synthesis.values())})
 
     def app(self) -> Starlette:
         return Starlette(routes=[
