@@ -53,7 +53,7 @@ class ShardsFailed(RuntimeError):
 
 @contextmanager
 def stop_signals_held() -> Iterator[None]:
-    """While a stopping run cancels its shards, a further SIGTERM or SIGINT is noted and dropped
+    """While a stopping run cancels its shards, a further SIGTERM or SIGINT is ignored
     (the run is stopping already), not raised in the middle of the cancelling.
 
     `make` forwards a SIGTERM sent to its process group to its child, which so gets two (seen
