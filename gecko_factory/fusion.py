@@ -188,6 +188,15 @@ def guard_reason(c: Scored, positive: Scored, seed_id: str | None, guard: Negati
     return None
 
 
+def allowed_negatives(cands: list[Scored], positive: Scored, seed_id: str | None,
+                      guard: NegativeGuard | None,
+                      cosine: Callable[[str, str], float | None] | None = None) -> list[Scored]:
+    """The candidates that may be the hard negative, in their given order: every one but the
+    positive without a guard (Gecko's rule); with one, those `guard_reason` lets through."""
+    return [c for c in cands if c.id != positive.id and (guard is None or guard_reason(
+        c, positive, seed_id, guard, cosine(c.id, positive.id) if cosine else None) is None)]
+
+
 NO_SAFE_NEGATIVE = "no_safe_negative"  # the skip reason when the guard leaves no candidate
 
 
@@ -198,9 +207,8 @@ def choose_negative(cands: list[Scored], fused: list[float], positive: Scored,
     """The lowest fused candidate the guard lets through, or a seeded pick among those (None:
     none is safe). Without a guard, Gecko's rule: any candidate but the positive."""
     ranks = rank_desc(fused)
-    allowed = [c for i, c in sorted(enumerate(cands), key=lambda ic: -ranks[ic[0]])
-               if c.id != positive.id and (guard is None or guard_reason(
-                   c, positive, seed_id, guard, cosine(c.id, positive.id) if cosine else None) is None)]
+    lowest_first = [c for _, c in sorted(enumerate(cands), key=lambda ic: -ranks[ic[0]])]
+    allowed = allowed_negatives(lowest_first, positive, seed_id, guard, cosine)
     if not allowed:
         return None
     if strategy == "lowest":
@@ -217,8 +225,7 @@ def reserve_negative(reserve: list[Scored], positive: Scored, seed_id: str | Non
     a guard (Gecko's rule always finds a judged one) or when none passes either."""
     if guard is None:
         return None
-    return next((c for c in reserve if guard_reason(
-        c, positive, seed_id, guard, cosine(c.id, positive.id) if cosine else None) is None), None)
+    return next(iter(allowed_negatives(reserve, positive, seed_id, guard, cosine)), None)
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,15 @@ async def judge(client: LLMClient, query: str, candidates: list[tuple[Candidate,
     scored = await gather_all(  # one failed call cancels the others: the seed fails as a whole
         *(_score(client, mode, query, judge_passage(p, passage_chars)) for _, p in candidates)
     )
-    return [JudgedCandidate(c.id, c.retrieval_rank, c.similarity, ql, rc, text_key(p.title, p.text),
-                            c.vector)
-            for (c, p), (ql, rc) in zip(candidates, scored)]
+    return [as_scored(c, p, ql, rc) for (c, p), (ql, rc) in zip(candidates, scored)]
+
+
+def as_scored(c: Candidate, p: Paragraph, ql: float | None = None,
+              rc: float | None = None) -> JudgedCandidate:
+    """`c` as fusion reads it: the judge's scores (None: not judged, e.g. the negative pool's
+    candidates) and the text key of its passage `p`."""
+    return JudgedCandidate(c.id, c.retrieval_rank, c.similarity, ql, rc, text_key(p.title, p.text),
+                           c.vector)
 
 
 def text_key(title: str, text: str) -> str:

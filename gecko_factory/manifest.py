@@ -90,6 +90,7 @@ class ShardSummary(BaseModel):
     rows: int
     skipped: dict[str, int] = {}
     relabelled: int = 0
+    unjudged_negatives: int = 0  # rows whose hard negative came from the negative pool
     usage: dict[str, int] = {}
     seconds: float = 0.0
 
@@ -145,6 +146,7 @@ def build_manifest(run_dir: Path, extra: dict | None = None) -> tuple[Manifest, 
         judge_modes.add(stats.judge_mode)
         per_shard.append(ShardSummary(shard=shard, file=shard_file(run_dir, shard).name, rows=marker.rows,
                                       skipped=stats.skipped, relabelled=stats.relabelled,
+                                      unjudged_negatives=stats.unjudged_negatives,
                                       usage=stats.usage, seconds=stats.seconds))
     seeds = plan.seed_count
     extra = extra or {}

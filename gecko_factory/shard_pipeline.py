@@ -24,9 +24,9 @@ from gecko_factory.corpus import Paragraph
 from gecko_factory.corpus_store import open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
-from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, Scored, decide, reserve_negative
+from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, decide, reserve_negative
 from gecko_factory.hashing import sha256_hex
-from gecko_factory.judge import JudgedCandidate, JudgeMode, judge, text_key
+from gecko_factory.judge import JudgedCandidate, JudgeMode, as_scored, judge
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.client import LLMRequestRejected
 from gecko_factory.llm.runtime import LLMRuntime, gather_all, get_runtime
@@ -214,8 +214,7 @@ def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
                   for j, f, r in zip(judged, pick.fused, pick.fused_ranks)]
     negative = pick.negative
     if negative is None:  # no judged candidate is safe: the nearest safe neighbour beyond them
-        unjudged = [Scored(c.id, c.retrieval_rank, c.similarity, None, None,
-                           text_key(corpus[c.id].title, corpus[c.id].text)) for c in spare]
+        unjudged = [as_scored(c, corpus[c.id]) for c in spare]
         negative = reserve_negative(unjudged, pick.positive, s.paragraph.id, cfg.negative_guard, cosine)
         if negative is None:
             return Skip(NO_SAFE_NEGATIVE)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from gecko_factory.config import FretConfig
-from gecko_factory.fusion import (NO_SAFE_NEGATIVE, FusionConfig, NegativeGuard, Scored, choose_negative,
+from gecko_factory.fusion import (NO_SAFE_NEGATIVE, FusionConfig, NegativeGuard, Scored, allowed_negatives,
+                                  choose_negative,
                                   choose_positive, decide, fuse, rank_desc, reserve_negative)
 
 RRF = FusionConfig()
@@ -98,6 +99,18 @@ def test_reserve_negative_is_the_nearest_unjudged_neighbour_the_guard_lets_throu
     assert reserve_negative(spare, positive, "p0", guard, cosine).id == "r8"
     assert reserve_negative(spare[:2], positive, "p0", guard, cosine) is None
     assert reserve_negative(spare, positive, "p0", None) is None  # Gecko's rule never needs one
+
+
+def test_allowed_negatives_keep_their_order_and_are_what_both_choosers_read():
+    # similarities 0.80 (positive p0), 0.78 (within 95 %), 0.70, 0.60; p3 a near-copy of p0
+    cs = cands([-1.0, -6.0, -8.0, -9.0], [-0.1, -2.0, -3.0, -4.0], sims=[0.80, 0.78, 0.70, 0.60])
+    cosine = lambda a, b: 0.99 if a == "p3" else 0.5  # noqa: E731
+    assert [c.id for c in allowed_negatives(cs, cs[0], "p0", None)] == ["p1", "p2", "p3"]
+    assert [c.id for c in allowed_negatives(cs[::-1], cs[0], "p0", None)] == ["p3", "p2", "p1"]
+    assert [c.id for c in allowed_negatives(cs, cs[0], "p0", NegativeGuard(), cosine)] == ["p2"]
+    fused = fuse(cs, RRF)
+    assert choose_negative(cs, fused, cs[0], "p0", NegativeGuard(), cosine).id == "p2"
+    assert reserve_negative(cs, cs[0], "p0", NegativeGuard(), cosine).id == "p2"
 
 
 def test_random_negative_is_seeded_and_among_the_allowed():

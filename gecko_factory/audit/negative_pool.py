@@ -24,9 +24,9 @@ from gecko_factory.config import FretConfig
 from gecko_factory.corpus_store import open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.evaluate import RetrievalDataset
-from gecko_factory.fusion import Scored, guard_reason, reserve_negative
+from gecko_factory.fusion import allowed_negatives, reserve_negative
 from gecko_factory.index import load_index
-from gecko_factory.judge import text_key
+from gecko_factory.judge import as_scored
 from gecko_factory.mine import candidates_for, neighbours, reserve, with_seed
 
 
@@ -76,19 +76,15 @@ def negative_pool_audit(dataset: RetrievalDataset, corpus: PreparedCorpus, cfg: 
         def cosine(a: str, b: str) -> float | None:
             return float(vecs[a] @ vecs[b])
 
-        def scored(c) -> Scored:
-            return Scored(c.id, c.retrieval_rank, c.similarity, None, None,
-                          text_key(store[c.id].title, store[c.id].text))
-
-        positive = scored(next(c for c in judged if c.id == seed))
-        allowed = [c for c in judged if c.id != seed and guard_reason(
-            scored(c), positive, seed, cfg.negative_guard, cosine(c.id, seed)) is None]
+        positive = as_scored(next(c for c in judged if c.id == seed), store[seed])
+        allowed = allowed_negatives([as_scored(c, store[c.id]) for c in judged], positive, seed,
+                                    cfg.negative_guard, cosine)
         out.allowed_judged += len(allowed)
         out.allowed_judged_relevant += sum(c.id in relevant for c in allowed)
         if allowed:
             continue
         out.no_judged_negative += 1
-        negative = reserve_negative([scored(c) for c in spare], positive, seed, cfg.negative_guard, cosine)
+        negative = reserve_negative([as_scored(c, store[c.id]) for c in spare], positive, seed, cfg.negative_guard, cosine)
         if negative is not None:
             out.pool_negative += 1
             out.pool_negative_relevant += negative.id in relevant

@@ -216,6 +216,8 @@ def test_a_seed_whose_judged_candidates_are_all_unsafe_takes_its_negative_from_b
     m = fret_flow(run_dir=str(tmp_path / "pool"), options=RunOptions(**options, negative_pool=10))
     n = m["counts"]["examples"]
     assert n == m["counts"]["unjudged_negatives"] > 0 and m["accounting_ok"]
+    per_shard = json.loads((tmp_path / "pool" / "stats.json").read_text())["shards"]
+    assert sum(s["unjudged_negatives"] for s in per_shard) == n
     card = (tmp_path / "pool" / "README.md").read_text()
     assert f"| hard negatives from beyond the N judged (unjudged, guard-safe) | {n} of {n} |" in card
     for row in pl.read_parquet(sorted((tmp_path / "pool" / "shards").glob("*.parquet"))).iter_rows(named=True):
