@@ -123,12 +123,21 @@ def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: st
     return {"stats": server.stats(), "examples": manifest["counts"]["examples"]}
 
 
+def _ideal(s: dict, limit: dict) -> float:
+    """Seconds a context's tokens need at its model's measured rates."""
+    return s["prompt_tokens"] / limit["prefill_tok_s"] + s["generated_tokens"] / limit["decode_tok_s"]
+
+
 def summarise(stats: dict, limits: dict) -> dict:
     contexts = [(m, c, s) for m, per in stats.items() for c, s in per.items() if s["calls"]]
     window = max(s["last_end"] for *_, s in contexts) - min(s["first_start"] for *_, s in contexts)
-    ideal = sum(s["prompt_tokens"] / limits[m]["prefill_tok_s"]
-                + s["generated_tokens"] / limits[m]["decode_tok_s"] for m, _, s in contexts)
+    per_context = {f"{m}/{c}": {"calls": s["calls"], "busy_s": round(s["busy_s"], 2),
+                                "ideal_s": round(_ideal(s, limits[m]), 2),
+                                "prompt_tokens": s["prompt_tokens"], "generated_tokens": s["generated_tokens"]}
+                   for m, c, s in contexts}  # where the time beyond the limit goes
+    ideal = sum(_ideal(s, limits[m]) for m, _, s in contexts)
     return {"llm_s": window, "busy_s": sum(s["busy_s"] for *_, s in contexts), "ideal_s": ideal,
+            "contexts": per_context,
             "calls": sum(s["calls"] for *_, s in contexts),
             "prompt_tokens": sum(s["prompt_tokens"] for *_, s in contexts),
             "computed_tokens": sum(s["computed_tokens"] for *_, s in contexts),
@@ -169,6 +178,10 @@ def main() -> None:
         lines.append(f"| {r['form']} | {r['seeds']} | {r['llm_s']:.1f} | {r['ideal_s']:.1f} | "
                      f"{r['fraction_of_limit']:.2f} | {r['seeds_per_hour']:.0f} | {r['calls']} | "
                      f"{r['prompt_tokens']:,} ({r['computed_tokens']:,}) | {r['generated_tokens']} |")
+    lines.append("")
+    lines += [f"{r['form']}, per context (calls: busy s against ideal s): " + "; ".join(
+        f"{name} ({c['calls']}: {c['busy_s']:.1f} / {c['ideal_s']:.1f})" for name, c in r["contexts"].items())
+        for r in rows]
     lim = "; ".join(f"{m}: prefill {v['prefill_tok_s']:.0f} tok/s (scoring context "
                     f"{v['scoring_prefill_tok_s']:.0f}), decode {v['decode_tok_s']:.1f} tok/s"
                     for m, v in limits.items())
