@@ -78,7 +78,7 @@ eval: $(VENV)/.stamp-project
 	$(BIN)/gecko-factory eval $(or $(MODEL),all-MiniLM-L6-v2)
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15  # the slowest: CI aims at < 20 min on 2 cores
 
 # What a quick edit-test loop wants (< 1 min on 2 cores): none of the needs in pyproject's markers
 # (no real LLM, Prefect harness or server, Dask cluster, browser or transformers model).
