@@ -228,6 +228,17 @@ def reserve_negative(reserve: list[Scored], positive: Scored, seed_id: str | Non
     return next(iter(allowed_negatives(reserve, positive, seed_id, guard, cosine)), None)
 
 
+def negative_possible(cands: list[Scored], reserve: list[Scored], seed_id: str | None,
+                      guard: NegativeGuard | None,
+                      cosine: Callable[[str, str], float | None] | None = None) -> bool:
+    """Whether some candidate, as the positive, leaves a hard negative (judged or from the pool).
+    The positive is always one of `cands`, and the guard reads similarities and texts, never the
+    judge's scores: when this is False the seed ends as NO_SAFE_NEGATIVE whatever the judge says,
+    so judging it would be LLM work for nothing."""
+    return any(allowed_negatives(cands, p, seed_id, guard, cosine)
+               or reserve_negative(reserve, p, seed_id, guard, cosine) is not None for p in cands)
+
+
 @dataclass(frozen=True)
 class Decision:
     fused: list[float]  # R per candidate, in candidate order

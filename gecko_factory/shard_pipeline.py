@@ -24,7 +24,7 @@ from gecko_factory.corpus import Paragraph
 from gecko_factory.corpus_store import open_corpus
 from gecko_factory.embed import Encoder
 from gecko_factory.index import load_index
-from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, decide, reserve_negative
+from gecko_factory.fusion import NO_SAFE_NEGATIVE, Decision, decide, negative_possible, reserve_negative
 from gecko_factory.hashing import sha256_hex
 from gecko_factory.judge import JudgedCandidate, JudgeMode, as_scored, judge
 from gecko_factory.llm.budget import BudgetExhausted
@@ -136,6 +136,12 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
         nonlocal judge_rejected
         # each candidate read once from the store: the row takes its positive and negative here
         paragraphs = {c.id: corpus[c.id] for c in candidates}
+        if cfg.negative_guard is not None and not negative_possible(
+                [as_scored(c, paragraphs[c.id]) for c in candidates],
+                [as_scored(c, corpus[c.id]) for c in spare], s.paragraph.id, cfg.negative_guard,
+                _cosine([*candidates, *spare])):
+            progress.seed_done()  # the same skip the judged seed would get, without the judge
+            return Skip(NO_SAFE_NEGATIVE)
         try:
             judged = await judge(judge_client, s.query, [(c, paragraphs[c.id]) for c in candidates],
                                  job.judge_mode, cfg.judge_passage_chars)
@@ -199,14 +205,20 @@ class Skip:
     reason: str
 
 
-def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
-         paragraphs: dict[str, Paragraph], spare: list[Candidate], corpus) -> FretRow | Skip:
-    vectors = {c.id: c.vector for c in [*judged, *spare]}
+def _cosine(candidates: list[Candidate]):
+    """cosine(a, b) of two candidates' passage vectors (None when one is unknown)."""
+    vectors = {c.id: c.vector for c in candidates}
 
     def cosine(a: str, b: str) -> float | None:
         va, vb = vectors.get(a), vectors.get(b)
         return None if va is None or vb is None else float(va @ vb)
 
+    return cosine
+
+
+def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
+         paragraphs: dict[str, Paragraph], spare: list[Candidate], corpus) -> FretRow | Skip:
+    cosine = _cosine([*judged, *spare])
     pick: Decision = decide(judged, cfg.fusion, cfg.negative_guard, s.paragraph.id, cfg.negative,
                             key=f"{cfg.seed}:{s.paragraph.id}:{s.query}", cosine=cosine)
     candidates = [FretCandidate(id=j.id, retrieval_rank=j.retrieval_rank, similarity=j.similarity,

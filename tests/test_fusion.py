@@ -7,7 +7,7 @@ import pytest
 
 from gecko_factory.config import FretConfig
 from gecko_factory.fusion import (NO_SAFE_NEGATIVE, FusionConfig, NegativeGuard, Scored, allowed_negatives,
-                                  choose_negative,
+                                  choose_negative, negative_possible,
                                   choose_positive, decide, fuse, rank_desc, reserve_negative)
 
 RRF = FusionConfig()
@@ -111,6 +111,26 @@ def test_allowed_negatives_keep_their_order_and_are_what_both_choosers_read():
     fused = fuse(cs, RRF)
     assert choose_negative(cs, fused, cs[0], "p0", NegativeGuard(), cosine).id == "p2"
     assert reserve_negative(cs, cs[0], "p0", NegativeGuard(), cosine).id == "p2"
+
+
+def test_negative_possible_is_false_exactly_when_every_positive_would_leave_none():
+    guard = NegativeGuard()
+    close = cands([-1.0, -2.0, -3.0], [-0.1, -0.2, -0.3], sims=[0.80, 0.79, 0.78])
+    far = Scored("r9", 9, 0.50, None, None, "z")
+    assert not negative_possible(close, [], "p0", guard)
+    assert negative_possible(close, [far], "p0", guard)  # the pool has one
+    assert negative_possible(close, [], "p0", None)  # Gecko's rule: any other candidate
+    # the guard is relative to the positive: with the seed p0 (0.80) as the positive, p1 (0.82)
+    # and p2 (0.77) are both above 0.76; a relabel to p1 would let p2 through (0.77 < 0.779)
+    mixed = cands([-1.0, -2.0, -3.0], [-0.1, -0.2, -0.3], sims=[0.80, 0.82, 0.77])
+    assert not allowed_negatives(mixed, mixed[0], "p0", guard)
+    assert [c.id for c in allowed_negatives(mixed, mixed[1], "p0", guard)] == ["p2"]
+    assert negative_possible(mixed, [], "p0", guard)
+    # and whatever the judge says, decide() agrees with it
+    for ql in ([-1.0, -2.0, -3.0], [-3.0, -1.0, -2.0], [-3.0, -2.0, -1.0]):
+        for rc in ([-0.1, -0.2, -0.3], [-3.0, -0.01, -2.0], [-3.0, -2.0, -0.01]):
+            pick = decide(cands(ql, rc, sims=[0.80, 0.79, 0.78]), FusionConfig(keep_seed=True), guard, "p0")
+            assert pick.negative is None
 
 
 def test_random_negative_is_seeded_and_among_the_allowed():

@@ -229,3 +229,7 @@ def test_a_seed_whose_judged_candidates_are_all_unsafe_takes_its_negative_from_b
     lost = fret_flow(run_dir=str(tmp_path / "none"), options=RunOptions(**options, negative_pool=0))
     assert lost["counts"]["examples"] == 0
     assert lost["counts"]["skipped"].get("no_safe_negative", 0) == m["counts"]["examples"]
+    # known before judging (the guard reads no judge score): the judge is not asked about them
+    used, lost_used = m["llm_usage"], lost["llm_usage"]
+    judge_calls = m["counts"]["examples"] * 2  # one_pass: one call per candidate, N = 2
+    assert lost_used["calls"] + lost_used["cache_hits"] == used["calls"] + used["cache_hits"] - judge_calls
