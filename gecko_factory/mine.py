@@ -29,6 +29,18 @@ class Candidate:
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
+def cosine_lookup(candidates: list[Candidate]):
+    """cosine(a, b) of two candidates' passage vectors by id (None when one is unknown): what the
+    negative guard's near-duplicate test reads."""
+    vectors = {c.id: c.vector for c in candidates}
+
+    def cosine(a: str, b: str) -> float | None:
+        va, vb = vectors.get(a), vectors.get(b)
+        return None if va is None or vb is None else float(va @ vb)
+
+    return cosine
+
+
 def knn(index: LoadedIndex, query_vectors: np.ndarray, k: int, ef: int) -> np.ndarray:
     """Labels (row numbers) of the k nearest corpus vectors of each query, nearest first."""
     with index.lock:

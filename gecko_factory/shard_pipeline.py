@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.client import LLMRequestRejected
 from gecko_factory.llm.runtime import LLMRuntime, gather_all, get_runtime
 from gecko_factory.llm.settings import LLMSettings
-from gecko_factory.mine import Candidate, mine, reserve
+from gecko_factory.mine import Candidate, cosine_lookup, mine, reserve
 from gecko_factory.plan import RunPlan
 from gecko_factory.progress import SeedProgress
 from gecko_factory.schemas import FretCandidate, FretRow, ShardStats
@@ -136,10 +137,11 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
         nonlocal judge_rejected
         # each candidate read once from the store: the row takes its positive and negative here
         paragraphs = {c.id: corpus[c.id] for c in candidates}
+        pool = [as_scored(c, corpus[c.id]) for c in spare]  # unjudged; empty without a guard
+        cosine = cosine_lookup([*candidates, *spare])
         if cfg.negative_guard is not None and not negative_possible(
-                [as_scored(c, paragraphs[c.id]) for c in candidates],
-                [as_scored(c, corpus[c.id]) for c in spare], s.paragraph.id, cfg.negative_guard,
-                _cosine([*candidates, *spare])):
+                [as_scored(c, paragraphs[c.id]) for c in candidates], pool, s.paragraph.id,
+                cfg.negative_guard, cosine):
             progress.seed_done()  # the same skip the judged seed would get, without the judge
             return Skip(NO_SAFE_NEGATIVE)
         try:
@@ -151,7 +153,7 @@ async def _run_shard(job: ShardJob, runtime: LLMRuntime, settings: LLMSettings, 
             progress.seed_done()
             return None
         progress.seed_done()
-        return _row(s, judged, cfg, job.judge_mode, paragraphs, spare, corpus)
+        return _row(s, judged, cfg, job.judge_mode, paragraphs, pool, cosine, corpus)
 
     # Groups pipeline: a group's queries are embedded and mined (in a thread) as soon as its own
     # syntheses are in, and its judge calls start while other groups still synthesise, so the
@@ -205,20 +207,9 @@ class Skip:
     reason: str
 
 
-def _cosine(candidates: list[Candidate]):
-    """cosine(a, b) of two candidates' passage vectors (None when one is unknown)."""
-    vectors = {c.id: c.vector for c in candidates}
-
-    def cosine(a: str, b: str) -> float | None:
-        va, vb = vectors.get(a), vectors.get(b)
-        return None if va is None or vb is None else float(va @ vb)
-
-    return cosine
-
-
 def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
-         paragraphs: dict[str, Paragraph], spare: list[Candidate], corpus) -> FretRow | Skip:
-    cosine = _cosine([*judged, *spare])
+         paragraphs: dict[str, Paragraph], pool: list[JudgedCandidate],
+         cosine: Callable[[str, str], float | None], corpus) -> FretRow | Skip:
     pick: Decision = decide(judged, cfg.fusion, cfg.negative_guard, s.paragraph.id, cfg.negative,
                             key=f"{cfg.seed}:{s.paragraph.id}:{s.query}", cosine=cosine)
     candidates = [FretCandidate(id=j.id, retrieval_rank=j.retrieval_rank, similarity=j.similarity,
@@ -226,8 +217,7 @@ def _row(s: Synthesized, judged: list[JudgedCandidate], cfg, judge_mode: str,
                   for j, f, r in zip(judged, pick.fused, pick.fused_ranks)]
     negative = pick.negative
     if negative is None:  # no judged candidate is safe: the nearest safe neighbour beyond them
-        unjudged = [as_scored(c, corpus[c.id]) for c in spare]
-        negative = reserve_negative(unjudged, pick.positive, s.paragraph.id, cfg.negative_guard, cosine)
+        negative = reserve_negative(pool, pick.positive, s.paragraph.id, cfg.negative_guard, cosine)
         if negative is None:
             return Skip(NO_SAFE_NEGATIVE)
         paragraphs = {**paragraphs, negative.id: corpus[negative.id]}

@@ -27,7 +27,7 @@ from gecko_factory.evaluate import RetrievalDataset
 from gecko_factory.fusion import allowed_negatives, reserve_negative
 from gecko_factory.index import load_index
 from gecko_factory.judge import as_scored
-from gecko_factory.mine import candidates_for, neighbours, reserve, with_seed
+from gecko_factory.mine import candidates_for, cosine_lookup, neighbours, reserve, with_seed
 
 
 @dataclass
@@ -71,11 +71,7 @@ def negative_pool_audit(dataset: RetrievalDataset, corpus: PreparedCorpus, cfg: 
         judged_lists.append(candidates_for(index, vec, with_seed(retrieved, seed)))
     spares = reserve(index, vectors, judged_lists, cfg.negative_pool, cfg.index.ef_search)
     for (_, relevant), seed, judged, spare in zip(pending, seeds, judged_lists, spares):
-        vecs = {c.id: c.vector for c in [*judged, *spare]}
-
-        def cosine(a: str, b: str) -> float | None:
-            return float(vecs[a] @ vecs[b])
-
+        cosine = cosine_lookup([*judged, *spare])
         positive = as_scored(next(c for c in judged if c.id == seed), store[seed])
         allowed = allowed_negatives([as_scored(c, store[c.id]) for c in judged], positive, seed,
                                     cfg.negative_guard, cosine)
