@@ -133,7 +133,10 @@ def summarise(stats: dict, limits: dict) -> dict:
     window = max(s["last_end"] for *_, s in contexts) - min(s["first_start"] for *_, s in contexts)
     per_context = {f"{m}/{c}": {"calls": s["calls"], "busy_s": round(s["busy_s"], 2),
                                 "ideal_s": round(_ideal(s, limits[m]), 2),
-                                "prompt_tokens": s["prompt_tokens"], "generated_tokens": s["generated_tokens"]}
+                                "prompt_tokens": s["prompt_tokens"], "generated_tokens": s["generated_tokens"],
+                                # grammar-last sampling's second draws (grammar_last.py)
+                                "constrained_tokens": s.get("constrained_tokens", 0),
+                                "grammar_resampled": s.get("grammar_resampled", 0)}
                    for m, c, s in contexts}  # where the time beyond the limit goes
     ideal = sum(_ideal(s, limits[m]) for m, _, s in contexts)
     return {"llm_s": window, "busy_s": sum(s["busy_s"] for *_, s in contexts), "ideal_s": ideal,

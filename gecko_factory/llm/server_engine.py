@@ -103,9 +103,11 @@ class Engine:
         import llama_cpp  # imported here so `--help` works without the extension
         from llama_cpp import Llama
 
+        from gecko_factory.llm.grammar_last import GrammarLastLlama
+
         common = {"model_path": str(model_path), "n_ctx": n_ctx, "n_threads": n_threads,
                   "n_threads_batch": n_threads, "verbose": False}
-        self.gen = Llama(**common)
+        self.gen = GrammarLastLlama(**common)  # JSON answers: the grammar checks each token last
         self.score = Llama(**common, logits_all=True)  # logits_all: a row buffer for every position
         self.gen_lock, self.score_lock = threading.Lock(), threading.Lock()
         self.stats = {"gen": ContextStats(), "score": ContextStats()}
@@ -268,10 +270,14 @@ class Engine:
         with timed(lock, self.stats[context]) as stats:
             if llm is self.score:
                 self.rows.forget()  # llama's own prefix reuse batches differently
+            llm.last_sampler = None  # GrammarLastLlama's, for a grammar on the gen context
             try:
                 out = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # llama raises ValueError for over-long prompts
                 raise BadRequest(str(exc)) from exc
+            if llm.last_sampler is not None:
+                stats.constrained_tokens += llm.last_sampler.tokens
+                stats.grammar_resampled += llm.last_sampler.resampled
             usage = out.get("usage") or {}
             stats.prompt_tokens += usage.get("prompt_tokens", 0)
             # an upper bound: llama reuses what its context still holds of the prompt, unseen here

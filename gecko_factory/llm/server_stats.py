@@ -16,6 +16,9 @@ class ContextStats:
 
     def __init__(self) -> None:
         self.calls = self.prompt_tokens = self.computed_tokens = self.generated_tokens = 0
+        # grammar-constrained tokens, and those of them the grammar refused on the first draw
+        # (grammar_last.py: each costs a second, full-vocabulary draw)
+        self.constrained_tokens = self.grammar_resampled = 0
         self.busy_s = self.wait_s = 0.0
         self.first_start: float | None = None  # time.time() when its first call arrived
         self.last_end: float | None = None  # ... and when its last one finished
@@ -23,6 +26,8 @@ class ContextStats:
     def as_dict(self) -> dict[str, float | None]:
         return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
                 "computed_tokens": self.computed_tokens, "generated_tokens": self.generated_tokens,
+                "constrained_tokens": self.constrained_tokens,
+                "grammar_resampled": self.grammar_resampled,
                 "busy_s": round(self.busy_s, 3), "wait_s": round(self.wait_s, 3),
                 "first_start": self.first_start, "last_end": self.last_end}
 

@@ -23,6 +23,9 @@ UNRELATED = (
     "to synthesize foods from carbon dioxide and water, generating oxygen as a by-product."
 )
 QUERY = "when was the eiffel tower built"
+# Short, so the constrained answer is short: a grammar-constrained token costs the 0.5B several
+# free ones on 2 cores, and this test checks validity, not length.
+EIFFEL_SHORT = "The Eiffel Tower in Paris was built from 1887 to 1889."
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def test_chat_json_schema_returns_valid_json(client, server):
         model=server.model_name,
         messages=[
             {"role": "system", "content": "You write search tasks and queries as JSON."},
-            {"role": "user", "content": f"Write a retrieval task and a query for: {EIFFEL}"},
+            {"role": "user", "content": f"Write a retrieval task and a query for: {EIFFEL_SHORT}"},
         ],
         response_format={"type": "json_schema", "json_schema": {"name": "tq", "schema": schema}},
         temperature=0.0, seed=7, max_tokens=96,
