@@ -100,6 +100,13 @@ def test_chat_json_schema_returns_valid_json(client, server):
     assert isinstance(data["task"], str) and isinstance(data["query"], str)
     assert resp.usage.completion_tokens > 0
     assert resp.choices[0].finish_reason in {"stop", "length"}
+    # the server's profile counts the constrained tokens (grammar_last.py), the end token too
+    import urllib.request
+
+    with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/stats", timeout=30) as r:
+        gen = json.loads(r.read())[server.model_name]["gen"]
+    assert gen["constrained_tokens"] >= resp.usage.completion_tokens
+    assert 0 <= gen["grammar_resampled"] <= gen["constrained_tokens"]
 
 
 def test_echo_logprobs_are_aligned(client, server):
