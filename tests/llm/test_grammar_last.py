@@ -57,7 +57,7 @@ def test_greedy_answers_are_grammar_firsts_to_the_token(models):
     0.5B opens with a Markdown fence when free)."""
     first, last = models
     resampled = 0
-    for passage in PASSAGES[:2]:  # grammar-first is the slow reference: two answers
+    for passage in PASSAGES[:1]:  # grammar-first is the slow reference (~2 min in CI): one answer
         kw = {"messages": _messages(passage), "temperature": 0.0, "max_tokens": 64, "seed": 1}
         want = first.create_chat_completion(**kw, grammar=_grammar())
         got = last.create_chat_completion(**kw, grammar=_grammar())
@@ -73,7 +73,7 @@ def test_sampled_answers_are_valid_json_of_the_schema(models):
     keys, though the grammar refused some first draws."""
     _, last = models
     resampled = 0
-    for seed in range(4):
+    for seed in range(3):
         out = last.create_chat_completion(messages=_messages(PASSAGES[seed % 3]), temperature=0.7,
                                           top_p=1.0, max_tokens=64, seed=seed, grammar=_grammar())
         choice = out["choices"][0]
