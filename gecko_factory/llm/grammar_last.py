@@ -30,8 +30,10 @@ class GrammarLastSampler:
     """Stands where llama-cpp-python keeps its sampler (`Llama._sampler`): `sample(ctx, idx)`.
 
     `free` is the chain without the grammar, `constrained` the same chain with the grammar
-    first, `check` the grammar alone. Each grammar instance accepts every emitted token, so all
-    three stay at the same point of the answer."""
+    first, `check` the grammar alone. Each grammar instance accepts every emitted token, so both
+    stay at the same point of the answer. `free` also accepts its refused draws; its other
+    samplers keep no state that matters here (the server sends no repeat penalties, the only
+    other samplers with a history). llama-cpp-python calls `sample` alone."""
 
     def __init__(self, free: LlamaSampler, constrained: LlamaSampler, check: LlamaSampler):
         self.free, self.constrained, self.check = free, constrained, check
@@ -54,14 +56,6 @@ class GrammarLastSampler:
         self.check.accept(token)
         self.tokens += 1
         return token
-
-    def accept(self, token: int) -> None:
-        for chain in (self.free, self.constrained, self.check):
-            chain.accept(token)
-
-    def reset(self) -> None:
-        for chain in (self.free, self.constrained, self.check):
-            chain.reset()
 
 
 class GrammarLastLlama(Llama):
