@@ -298,7 +298,9 @@ def _corpus_embeddings(encoder, texts: list[str], batch_size: int, max_seq_len: 
     key = encoding_key(encoder, texts, max_seq_len, batch_size, device)
     emb = cache.get(key, len(texts))
     if emb is not None:
+        log.info("corpus embeddings of %d documents from the cache", len(texts))
         return emb, True
+    log.info("encoding %d documents (max %d tokens) on %s", len(texts), max_seq_len, device)
     emb = encode_texts(encoder, texts, batch_size, max_seq_len, device)
     cache.put(key, emb)
     return emb, False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -13,10 +16,48 @@ from gecko_factory.train.card import NOT_BETTER, add_eval_to_model_card, selecti
 from gecko_factory.train.train import TrainConfig, train
 
 
+# The library's loggers whose INFO records are a task's progress: the training loss every
+# `log_every` steps, each evaluation and the selection (train.py, select.py), the evaluation's set-up.
+PROGRESS_LOGGERS = ("gecko_factory.train", "gecko_factory.evaluate", "gecko_factory.embedding_cache")
+
+
+class _ToRunLogger(logging.Handler):
+    def __init__(self, run_logger: logging.LoggerAdapter):
+        super().__init__(logging.INFO)
+        self.run_logger = run_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run_logger.log(record.levelno, "%s", record.getMessage())
+
+
+@contextlib.contextmanager
+def progress_to_run_logs(names: tuple[str, ...] = PROGRESS_LOGGERS) -> Iterator[None]:
+    """The library logs with `logging` alone (it never imports prefect), and Python shows a
+    library's records from WARNING up: an hour of training showed nothing on the console or in
+    the Prefect UI. Inside the task, its INFO records go to the task run's logger instead, which
+    reaches both (and workers' runs too, with no setting to make). Not propagated meanwhile: a
+    warning would otherwise print twice, once through the root logger."""
+    handler = _ToRunLogger(get_run_logger())
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, (level, propagate) in zip(loggers, saved):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
 @task(name="train-encoder", cache_policy=NO_CACHE, tags=["train", "gpu"])
 def train_task(run_dirs: list[str], config: dict, resume: bool = True) -> dict:
     """Resumes from the folder's checkpoint when there is one (a retried task continues)."""
-    result = train(TrainConfig.model_validate(config), run_dirs, resume=resume)
+    with progress_to_run_logs():
+        result = train(TrainConfig.model_validate(config), run_dirs, resume=resume)
     get_run_logger().info("trained %d steps on %d examples in %.0fs (%.1f examples/s)",
                           result.steps, result.n_train, result.seconds, result.examples_per_second)
     create_table_artifact(
@@ -44,7 +85,8 @@ def eval_task(model: str, scifact_zip: str | None, dims: list[int] | None) -> di
     except DatasetUnavailable as exc:
         get_run_logger().warning("evaluation skipped: %s", exc)
         return None
-    return evaluate(model, dataset, dims=dims).model_dump()
+    with progress_to_run_logs():
+        return evaluate(model, dataset, dims=dims).model_dump()
 
 
 @task(name="report-eval", cache_policy=NO_CACHE, tags=["eval"])

@@ -143,3 +143,48 @@ def tiny_model(tmp_path_factory) -> str:
     # what a sentence-transformers folder says, so an evaluation truncates to its positions
     (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
     return str(path)
+
+
+TINY_TOPICS = ["protein folding", "volcanic ash", "neural networks", "coffee roasting",
+               "glacier melt", "bee colonies", "solar panels", "tidal energy",
+               "medieval castles", "jazz harmony", "tax policy", "deep sea fish"]
+
+
+@pytest.fixture(scope="session")
+def tiny_fret_run(tmp_path_factory) -> Path:
+    """A FRet run folder of 48 rows over 12 one-line paragraphs (two shards, a corpus, a
+    half-written temp file that readers must ignore): what training reads, in milliseconds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gecko_factory.schemas import FRET_SCHEMA, PARAGRAPH_SCHEMA
+
+    run = tmp_path_factory.mktemp("run")
+    (run / "shards").mkdir()
+    paragraphs = [{"id": f"p{i}", "title": t.title() if i % 2 else "",
+                   "text": f"A paragraph about {t}, and more about {t} in detail."}
+                  for i, t in enumerate(TINY_TOPICS)]
+    pq.write_table(pa.Table.from_pylist(paragraphs, schema=PARAGRAPH_SCHEMA),
+                   run / "corpus.parquet")
+    rows = []
+    for k in range(4):  # four queries per paragraph
+        for i, t in enumerate(TINY_TOPICS):
+            neg = paragraphs[(i + 1 + k) % len(TINY_TOPICS)]
+            rows.append({
+                "example_id": f"e{i}-{k}", "seed_id": f"p{i}", "task_type": "retrieval",
+                "task": "find a paragraph", "query": f"what is known about {t} ({k})?",
+                "positive_id": f"p{i}", "positive_title": paragraphs[i]["title"],
+                "positive_text": paragraphs[i]["text"], "negative_id": neg["id"],
+                "negative_title": neg["title"], "negative_text": neg["text"],
+                "relabelled": False,
+                "candidates": [{"id": c["id"], "retrieval_rank": r, "ql": None, "rc": -0.1 * r * r,
+                                "fused_score": 2.0 / r, "fused_rank": r}
+                               for r, c in enumerate([paragraphs[i], neg, paragraphs[i - 1]], 1)],
+                "judge_mode": "rc_only", "fusion": "rrf", "llm_model": "fake", "judge_model": "fake",
+                "prompt_version": "v0"})
+    table = pa.Table.from_pylist(rows, schema=FRET_SCHEMA)
+    pq.write_table(table.slice(0, 30), run / "shards" / "part-00000.parquet")
+    pq.write_table(table.slice(30), run / "shards" / "part-00001.parquet")
+    (run / "shards" / "part-00002.parquet.tmp").write_bytes(b"half a file")
+    (run / "manifest.json").write_text('{"run": "tiny"}')
+    return run

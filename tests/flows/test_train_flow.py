@@ -97,3 +97,36 @@ def test_train_refuses_bad_options_before_anything_runs(run_folder, monkeypatch,
     assert out.exit_code == 2, out.output  # a usage error
     if flag:
         assert flag in out.output
+
+
+@pytest.mark.model
+def test_training_progress_reaches_the_run_logs(tiny_fret_run, tiny_model, prefect_harness,
+                                                tmp_path):
+    """The library logs with `logging` alone, and Python shows a library's INFO records nowhere:
+    a training run's steps and evaluations must reach the Prefect run's logs (the UI's log tab
+    and, through the run logger, the console)."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.train import train_flow
+
+    state = train_flow(run_dirs=[str(tiny_fret_run)], out_dir=str(tmp_path / "model"),
+                       base_model=tiny_model, batch_size=8, max_steps=2, evaluate_scifact=False,
+                       options={"log_every": 1, "eval_every": 1, "max_seq_len": 32,
+                                "dims": [32, 16], "val_fraction": 0.2, "select": "val_loss"},
+                       return_state=True)
+    assert state.is_completed()
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    messages = [log.message for log in logs]
+    assert any(m.startswith("step 1/2: loss") for m in messages), messages
+    assert any(m.startswith("step 2: validation loss") for m in messages), messages
+    # Outside the task the library's loggers are as they were: nothing is left attached.
+    train_logger = logging.getLogger("gecko_factory.train")
+    assert train_logger.level == logging.NOTSET and train_logger.propagate
+    assert not train_logger.handlers

@@ -9,54 +9,18 @@ from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from gecko_factory.schemas import FRET_SCHEMA, PARAGRAPH_SCHEMA
 from gecko_factory.train.data import load_triples
 from gecko_factory.train.model import DualEncoder
 from gecko_factory.train.train import TrainConfig, grad_cache_step, plain_step, train
 
 pytestmark = pytest.mark.model  # trains a tiny BERT (and loads sentence-transformers)
 
-TOPICS = ["protein folding", "volcanic ash", "neural networks", "coffee roasting",
-          "glacier melt", "bee colonies", "solar panels", "tidal energy",
-          "medieval castles", "jazz harmony", "tax policy", "deep sea fish"]
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    (run / "shards").mkdir()
-    paragraphs = [{"id": f"p{i}", "title": t.title() if i % 2 else "",
-                   "text": f"A paragraph about {t}, and more about {t} in detail."}
-                  for i, t in enumerate(TOPICS)]
-    pq.write_table(pa.Table.from_pylist(paragraphs, schema=PARAGRAPH_SCHEMA),
-                   run / "corpus.parquet")
-    rows = []
-    for k in range(4):  # four queries per paragraph
-        for i, t in enumerate(TOPICS):
-            neg = paragraphs[(i + 1 + k) % len(TOPICS)]
-            rows.append({
-                "example_id": f"e{i}-{k}", "seed_id": f"p{i}", "task_type": "retrieval",
-                "task": "find a paragraph", "query": f"what is known about {t} ({k})?",
-                "positive_id": f"p{i}", "positive_title": paragraphs[i]["title"],
-                "positive_text": paragraphs[i]["text"], "negative_id": neg["id"],
-                "negative_title": neg["title"], "negative_text": neg["text"],
-                "relabelled": False,
-                "candidates": [{"id": c["id"], "retrieval_rank": r, "ql": None, "rc": -0.1 * r * r,
-                                "fused_score": 2.0 / r, "fused_rank": r}
-                               for r, c in enumerate([paragraphs[i], neg, paragraphs[i - 1]], 1)],
-                "judge_mode": "rc_only", "fusion": "rrf", "llm_model": "fake", "judge_model": "fake",
-                "prompt_version": "v0"})
-    table = pa.Table.from_pylist(rows, schema=FRET_SCHEMA)
-    pq.write_table(table.slice(0, 30), run / "shards" / "part-00000.parquet")
-    pq.write_table(table.slice(30), run / "shards" / "part-00001.parquet")
-    (run / "shards" / "part-00002.parquet.tmp").write_bytes(b"half a file")
-    (run / "manifest.json").write_text('{"run": "tiny"}')
-    return run
+def run_dir(tiny_fret_run):
+    return tiny_fret_run
 
 
 def _config(tiny_model, out_dir, **kw) -> TrainConfig:
@@ -133,14 +97,18 @@ def test_grad_cache_equals_plain_gradients(tiny_model, run_dir, objective):
                                    msg=lambda m: f"{name}: {m}")
 
 
-def _beir_dev(folder) -> str:
-    """Three labelled queries over the topic paragraphs, as a BEIR folder with a train split."""
+def _beir_dev(folder, run_dir) -> str:
+    """Three labelled queries over the run's topics, as a BEIR folder with a train split."""
+    import pyarrow.parquet as pq
+
+    texts = pq.read_table(run_dir / "corpus.parquet", columns=["text"]).column("text").to_pylist()
+    topics = [x.removeprefix("A paragraph about ").split(",")[0] for x in texts]
     (folder / "qrels").mkdir(parents=True)
     (folder / "corpus.jsonl").write_text("".join(json.dumps(
         {"_id": f"d{i}", "title": t.title(), "text": f"A paragraph about {t}."}) + "\n"
-        for i, t in enumerate(TOPICS)))
+        for i, t in enumerate(topics)))
     (folder / "queries.jsonl").write_text("".join(json.dumps(
-        {"_id": f"q{i}", "text": f"what about {TOPICS[i]}?"}) + "\n" for i in range(3)))
+        {"_id": f"q{i}", "text": f"what about {topics[i]}?"}) + "\n" for i in range(3)))
     (folder / "qrels" / "train.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
     return str(folder)
@@ -150,7 +118,7 @@ def test_saved_folder_loads_in_sentence_transformers(tiny_model, run_dir, tmp_pa
     sentence_transformers = pytest.importorskip("sentence_transformers")
     out = tmp_path / "model"
     result = train(_config(tiny_model, out, max_steps=2, eval_every=None,
-                           dev=_beir_dev(tmp_path / "dev")), [run_dir])
+                           dev=_beir_dev(tmp_path / "dev", run_dir)), [run_dir])
     assert [s for s, _ in result.dev_ndcg] == [0, 2]  # the base, then the last step
     assert "Dev nDCG@10" in (out / "README.md").read_text()
     st = sentence_transformers.SentenceTransformer(str(out), device="cpu")
