@@ -217,7 +217,7 @@ def compare_markdown(base: EvalReport, tuned: EvalReport) -> str:
     return "\n".join(lines)
 
 
-def _saved_prompts(path: Path) -> dict:
+def saved_prompts(path: Path) -> dict:
     """The prompts a sentence-transformers folder records, if any."""
     if (path / "config_sentence_transformers.json").exists():
         return json.loads((path / "config_sentence_transformers.json").read_text()).get(
@@ -249,7 +249,7 @@ def evaluate(
     start = time.perf_counter()
     if isinstance(encoder, (str, Path)):
         path = Path(encoder)
-        prompts = _saved_prompts(path)
+        prompts = saved_prompts(path)
         from gecko_factory.train.model import DualEncoder  # transformers: only when evaluating
 
         encoder = DualEncoder.from_pretrained(path).to(device)

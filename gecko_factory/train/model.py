@@ -123,7 +123,8 @@ class DualEncoder(nn.Module):
         return self.encode(batch)
 
     def save(self, path: str | Path, prompts: dict[str, str] | None = None) -> None:
-        """Write a folder that `transformers.AutoModel` and `SentenceTransformer` both load.
+        """Write a folder that `transformers.AutoModel` and `SentenceTransformer` both load, with
+        `prompts` (None: Gecko's, default_prompts(); {}: none, as all-MiniLM-L6-v2 ships).
 
         Files are written to a temporary folder beside `path` and moved in one by one with
         a synced rename, so a crash never leaves a half-written weight file under its final name.
@@ -136,7 +137,8 @@ class DualEncoder(nn.Module):
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             _write_sentence_transformers_files(
-                tmp, self.hidden_size, self.max_seq_len, prompts or default_prompts()
+                tmp, self.hidden_size, self.max_seq_len,
+                default_prompts() if prompts is None else prompts
             )
             for src in sorted(tmp.rglob("*")):
                 if src.is_file():

@@ -117,7 +117,7 @@ def _beir_dev(folder, run_dir) -> str:
 def test_saved_folder_loads_in_sentence_transformers(tiny_model, run_dir, tmp_path):
     sentence_transformers = pytest.importorskip("sentence_transformers")
     out = tmp_path / "model"
-    result = train(_config(tiny_model, out, max_steps=2, eval_every=None,
+    result = train(_config(tiny_model, out, max_steps=2, eval_every=None, select="last",
                            dev=_beir_dev(tmp_path / "dev", run_dir)), [run_dir])
     assert [s for s, _ in result.dev_ndcg] == [0, 2]  # the base, then the last step
     assert "Dev nDCG@10" in (out / "README.md").read_text()
@@ -157,8 +157,14 @@ def test_nothing_beats_the_base_so_the_base_is_exported(tiny_model, run_dir, tmp
     import gecko_factory.train.train as train_module
 
     scores = iter([0.5, 0.4, 0.45, 0.3, 0.2])  # the base (step 0), then steps 2, 4, 6, 8
+    prompts_seen = []
+
+    def fake_dev_ndcg(model, dev_set, prompts, device):
+        prompts_seen.append(prompts)
+        return next(scores)
+
     monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
-    monkeypatch.setattr(train_module, "dev_ndcg", lambda *args: next(scores))
+    monkeypatch.setattr(train_module, "dev_ndcg", fake_dev_ndcg)
     out = tmp_path / "m"
     with caplog.at_level(logging.WARNING):
         result = train(_config(tiny_model, out, eval_every=2, dev="fake-dev"), [run_dir])
@@ -171,6 +177,10 @@ def test_nothing_beats_the_base_so_the_base_is_exported(tiny_model, run_dir, tmp
     assert json.loads((out / "train_result.json").read_text())["selection"]["beat_base"] is False
     base, saved = _weights(tiny_model), _weights(out)
     assert all(torch.equal(base[k], saved[k]) for k in base)
+    # The base competes, and is exported, as it is used: with its own prompts (none here), not
+    # the task prompts the trained steps are scored and saved with.
+    assert prompts_seen[0] == {} and all(p["query"].startswith("task: ") for p in prompts_seen[1:])
+    assert json.loads((out / "config_sentence_transformers.json").read_text())["prompts"] == {}
     last = torch.load(out / "checkpoint.pt", weights_only=False)["model"]  # the last state lives on
     assert any(not torch.equal(last[k].cpu(), base[k]) for k in base)
 
