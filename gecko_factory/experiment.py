@@ -29,7 +29,7 @@ ARM_TITLES = {
     "base": "base (all-MiniLM-L6-v2, no training)",
     "llm": "(b) Gecko contrastive on the LLM's (p1, pN)",
     "seed_random": "(c) Gecko's ablation: seed positive, random negative",
-    "distill": "(d) distillation of the judge's fused scores over all N candidates",
+    "distill": "(d) distillation of the judge's QL scores over all N candidates",
     "llm+distill": "(e) (b) + (d): contrastive and distillation",
 }
 RESULT_FILE = "experiment_result.json"
