@@ -17,8 +17,9 @@ from gecko_factory.train.train import TrainConfig, train
 
 
 # The library's loggers whose INFO records are a task's progress: the training loss every
-# `log_every` steps, each evaluation and the selection (train.py, select.py), the evaluation's set-up.
-PROGRESS_LOGGERS = ("gecko_factory.train", "gecko_factory.evaluate", "gecko_factory.embedding_cache")
+# `log_every` steps, each evaluation and the selection (train.py, select.py), each corpus encoding.
+PROGRESS_LOGGERS = ("gecko_factory.train", "gecko_factory.evaluate",
+                    "gecko_factory.embedding_cache")
 
 
 class _ToRunLogger(logging.Handler):
@@ -27,7 +28,7 @@ class _ToRunLogger(logging.Handler):
         self.run_logger = run_logger
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.run_logger.log(record.levelno, "%s", record.getMessage())
+        self.run_logger.log(record.levelno, "%s", record.getMessage(), exc_info=record.exc_info)
 
 
 @contextlib.contextmanager

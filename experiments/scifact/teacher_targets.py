@@ -44,7 +44,8 @@ def main(run_dir: Path) -> None:
         seed = [c["id"] for c in r["candidates"]].index(r["seed_id"])
         student = softmax([c["similarity"] for c in r["candidates"]], student_t)
         for name, score in sources.items():
-            p = student if score is None else softmax(teacher_logits(r["candidates"], score, r["query"]), 1.0)
+            p = (student if score is None
+                 else softmax(teacher_logits(r["candidates"], score, r["query"]), 1.0))
             table[name].append((p[seed], float(p.argmax() == seed), -(p * np.log(p)).sum(),
                                 (p * (np.log(p) - np.log(student))).sum()))
     print(f"{run_dir}: {len(rows)} of {len(frame)} rows (all candidates judged, seed among them)\n")

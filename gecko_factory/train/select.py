@@ -10,7 +10,8 @@ will be saved with (evaluate.prompt_formats), so the figure is what `gecko-facto
 The base model is scored first (step 0) and is a candidate like any step, and a step must beat
 the best so far strictly: the export is therefore never below the base on the selection measure,
 and when nothing beats the base the export *is* the base (its weights, reloaded from the base
-folder, and its own saved prompts, with which step 0 was scored: train.py) and the result says so (`Selection.beat_base = False`, a WARNING, the model card).
+folder, and its own saved prompts, with which step 0 was scored: train.py) and the result says
+so (`Selection.beat_base = False`, a WARNING, the model card).
 
 The best weights go to best.pt (atomic) right after the checkpoint that names them. Two files
 cannot be replaced in one rename, so a crash between the two leaves best.pt older than the

@@ -325,7 +325,7 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
                         selection.selected_step,
                         " (the base's)" if selection.selected_step == 0 else "")
     exported_base = selection is not None and selection.selected_step == 0
-    model.save(out_dir, prompts=base_prompts if exported_base else prompts)  # step 0: the base itself
+    model.save(out_dir, prompts=base_prompts if exported_base else prompts)  # step 0: the base
     result = TrainResult(
         out_dir=str(out_dir), steps=step, train_loss=history["train"], val_loss=history["val"],
         n_train=len(train_data), n_val=len(val_data), seconds=seconds,
