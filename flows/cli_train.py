@@ -79,8 +79,9 @@ def _train(run_dirs: list[Path], out: Path, dims: Optional[str], evaluate_scifac
         Console().print(f"dev nDCG@10 ({sel['dev']}): base {sel['dev_base']:.4f}, exported (step "
                         f"{sel['selected_step']}) {sel['dev_selected']:.4f}", markup=False)
     if sel and not sel["beat_base"]:
+        margin = f" by more than {sel['margin_se']:g} paired SE" if sel.get("margin_se") else ""
         console.print("[yellow]warning:[/yellow] NOT BETTER THAN THE BASE: no step beat the base "
-                      f"model; the export is step {sel['selected_step']}'s weights"
+                      f"model{margin}; the export is step {sel['selected_step']}'s weights"
                       + (" (the base's)" if sel["selected_step"] == 0 else ""))
     if "eval" in result:
         Console().print(result["eval"]["table"], markup=False)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gecko_factory.embedding_cache import EmbeddingCache, encoding_key
 from gecko_factory.scifact import DEFAULT_SCIFACT_ZIP, csv_rows, parse_abstract
@@ -179,6 +179,10 @@ class DimScore(BaseModel):
     dim: int
     ndcg_at_10: float
     recall_at_100: float
+    # Each query's nDCG@10 (EvalReport.query_ids' order), for paired comparisons of two models on
+    # the same queries (train/select.py). Kept out of the report's JSON: it is a column, not a
+    # figure.
+    ndcg_per_query: list[float] = Field(default_factory=list, exclude=True, repr=False)
 
 
 class EvalReport(BaseModel):
@@ -191,6 +195,7 @@ class EvalReport(BaseModel):
     scores: list[DimScore]
     seconds: float
     corpus_cached: bool = False  # the corpus embeddings came from the embedding cache
+    query_ids: list[str] = Field(default_factory=list, exclude=True, repr=False)  # scored order
 
     def to_markdown(self) -> str:
         lines = [f"**{self.model}** on {self.dataset} ({self.n_queries} queries, "
@@ -279,14 +284,16 @@ def evaluate(
         top = search(q, d, k=100)
         ranked = [[doc_ids[j] for j in row] for row in top]
         rel = [dataset.qrels[qid] for qid in query_ids]
+        per_query = [ndcg_at_k(r, s, 10) for r, s in zip(ranked, rel)]
         scores.append(DimScore(
-            dim=dim,
-            ndcg_at_10=float(np.mean([ndcg_at_k(r, s, 10) for r, s in zip(ranked, rel)])),
+            dim=dim, ndcg_per_query=per_query,
+            ndcg_at_10=float(np.mean(per_query)),
             recall_at_100=float(np.mean([recall_at_k(r, s, 100) for r, s in zip(ranked, rel)]))))
     return EvalReport(model=name, dataset=dataset.name, n_queries=len(query_ids),
                       n_docs=len(doc_ids), query_prefix=query_prefix,
                       document_format=document_format, scores=scores,
-                      seconds=time.perf_counter() - start, corpus_cached=cached)
+                      seconds=time.perf_counter() - start, corpus_cached=cached,
+                      query_ids=query_ids)
 
 
 def _corpus_embeddings(encoder, texts: list[str], batch_size: int, max_seq_len: int, device: str,

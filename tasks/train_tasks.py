@@ -71,9 +71,9 @@ def train_task(run_dirs: list[str], config: dict, resume: bool = True) -> dict:
                                  description="model selection: base vs the exported step")
         if not result.selection.beat_base:
             get_run_logger().warning(
-                "%s: no step beat the base model on %s; the export is step %d's weights%s",
+                "%s: no step beat the base model on %s%s; the export is step %d's weights%s",
                 NOT_BETTER, result.selection.dev or "the validation loss",
-                result.selection.selected_step,
+                result.selection.margin_text(), result.selection.selected_step,
                 " (the base's)" if result.selection.selected_step == 0 else "")
     return result.model_dump()
 

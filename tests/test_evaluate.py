@@ -48,3 +48,19 @@ def test_scifact_counts():
     assert len(data.corpus) == 5183
     assert len(data.queries) == 300
     assert data.n_qrels == 339
+
+
+@pytest.mark.model  # a tiny BERT
+def test_per_query_scores_average_to_the_figure_and_stay_out_of_the_json(tiny_model):
+    from gecko_factory.evaluate import RetrievalDataset, evaluate
+    from gecko_factory.train.model import DualEncoder
+
+    corpus = {f"d{i}": ("", f"A paragraph about topic number {i}.") for i in range(6)}
+    data = RetrievalDataset("toy", corpus, {f"q{i}": f"topic {i}?" for i in range(6)},
+                            {f"q{i}": {f"d{i}"} for i in range(0, 6, 2)})  # q1, q3, q5: no qrels
+    report = evaluate(DualEncoder.from_pretrained(tiny_model), data, dims=[32, 16], cache=None)
+    assert report.query_ids == ["q0", "q2", "q4"]
+    for score in report.scores:
+        assert len(score.ndcg_per_query) == 3
+        assert np.mean(score.ndcg_per_query) == pytest.approx(score.ndcg_at_10)
+    assert "per_query" not in report.model_dump_json() and "query_ids" not in report.model_dump_json()

@@ -53,14 +53,19 @@ def selection_lines(result: TrainResult) -> list[str]:
                "validation loss (FRet examples held out by seed)", "last": "none: the last step"}
     lines.append(f"Selected by {measure[sel.metric]}: step {sel.selected_step} of {result.steps}.")
     if sel.dev_base is not None and sel.dev_selected is not None:
+        spread = (f", paired SE {sel.dev_gain_se:.4f} over {sel.dev_queries} queries"
+                  if sel.dev_gain_se is not None else "")
         lines.append(f"Dev nDCG@10 (`{sel.dev}`): base {sel.dev_base:.4f}, this model "
-                     f"{sel.dev_selected:.4f} ({sel.dev_selected - sel.dev_base:+.4f}).")
+                     f"{sel.dev_selected:.4f} ({sel.dev_selected - sel.dev_base:+.4f}{spread}).")
+    if sel.margin_se:
+        lines.append(f"A step replaced the best so far only when its dev gain over it, query by "
+                     f"query, exceeded {sel.margin_se:g} paired standard error(s).")
     if not sel.beat_base:
         what = ("these are the base model's weights, unchanged" if sel.selected_step == 0
                 else "these weights are the last step's, as asked (select = last)")
         lines.append(f"\n**{NOT_BETTER}**: no training step beat the base on "
-                     f"{'the dev set' if sel.dev_base is not None else 'the selection measure'}; "
-                     f"{what}.")
+                     f"{'the dev set' if sel.dev_base is not None else 'the selection measure'}"
+                     f"{sel.margin_text()}; {what}.")
     rows = {s: [f"{v:.4f}", ""] for s, v in result.val_loss}
     for s, v in result.dev_ndcg:
         rows.setdefault(s, ["", ""])[1] = f"{v:.4f}"

@@ -92,6 +92,9 @@ class TrainConfig(BaseModel):
     dev_split: str = Field("train", description="The dev set's qrels split (never test).")
     select: SelectBy = Field("auto", description="Export the best step by: dev (nDCG@10) | "
                              "val_loss | last; auto = dev when a dev set is given, else last.")
+    select_margin: float = Field(1.0, ge=0, description="On dev, a step replaces the best so "
+                                 "far only when its per-query nDCG@10 gain over it exceeds this "
+                                 "many paired standard errors; 0 = any gain.")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

@@ -251,7 +251,8 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
         if changed:
             log.warning("resuming with changed settings: %s", sorted(changed))
         log.info("resumed from %s at step %d", ckpt_path, step)
-    selector = Selector(metric, out_dir, base, history) if metric != "last" else None
+    selector = (Selector(metric, out_dir, base, history, cfg.select_margin)
+                if metric != "last" else None)
     if selector and step > 0:
         selector.resumed(model, step)
     log.info("%d train / %d validation examples; %d steps/epoch, %d steps in all; "
@@ -276,9 +277,10 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
             history["val"].append((step, val))
             log.info("step %d: validation loss %.4f", step, val)
         if dev_set is not None:
-            history["dev"].append((step, dev_ndcg(model, dev_set,
-                                                   base_prompts if step == 0 else prompts, device)))
-            log.info("step %d: dev nDCG@10 %.4f", step, history["dev"][-1][1])
+            dev = dev_ndcg(model, dev_set, base_prompts if step == 0 else prompts, device)
+            history["dev"].append((step, dev.mean))
+            history.setdefault("dev_per_query", {})[step] = dev.per_query  # paired comparisons
+            log.info("step %d: dev nDCG@10 %.4f", step, dev.mean)
         history["last_eval"] = step
         value = val if metric == "val_loss" else history["dev"][-1][1] if dev_set else None
         if selector and value is not None and selector.observe(step, value) and step > 0:
@@ -318,11 +320,12 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     if selector or dev_set:
         if selector:
             selector.restore(model)  # the export is the best state, the base's when nothing beat it
-        selection = summarize(metric, history, cfg.dev and f"{cfg.dev} [{cfg.dev_split}]", step)
+        selection = summarize(metric, history, cfg.dev and f"{cfg.dev} [{cfg.dev_split}]", step,
+                              cfg.select_margin)
         if not selection.beat_base:
-            log.warning("NOT BETTER THAN THE BASE: no step of %d beat the base on %s; the export "
-                        "is step %d's weights%s", step, cfg.dev or "the validation loss",
-                        selection.selected_step,
+            log.warning("NOT BETTER THAN THE BASE: no step of %d beat the base on %s%s; the "
+                        "export is step %d's weights%s", step, cfg.dev or "the validation loss",
+                        selection.margin_text(), selection.selected_step,
                         " (the base's)" if selection.selected_step == 0 else "")
     exported_base = selection is not None and selection.selected_step == 0
     model.save(out_dir, prompts=base_prompts if exported_base else prompts)  # step 0: the base

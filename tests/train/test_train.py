@@ -14,6 +14,7 @@ import torch
 
 from gecko_factory.train.data import load_triples
 from gecko_factory.train.model import DualEncoder
+from gecko_factory.train.select import DevScore
 from gecko_factory.train.train import TrainConfig, grad_cache_step, plain_step, train
 
 pytestmark = pytest.mark.model  # trains a tiny BERT (and loads sentence-transformers)
@@ -161,7 +162,8 @@ def test_nothing_beats_the_base_so_the_base_is_exported(tiny_model, run_dir, tmp
 
     def fake_dev_ndcg(model, dev_set, prompts, device):
         prompts_seen.append(prompts)
-        return next(scores)
+        value = next(scores)
+        return DevScore(value, [value])
 
     monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
     monkeypatch.setattr(train_module, "dev_ndcg", fake_dev_ndcg)
@@ -185,12 +187,48 @@ def test_nothing_beats_the_base_so_the_base_is_exported(tiny_model, run_dir, tmp
     assert any(not torch.equal(last[k].cpu(), base[k]) for k in base)
 
 
+def _noisy_dev(gains: list[float]):
+    """Dev scores on 100 queries: the base 0.5 on each, then each evaluated step up by its gain
+    on average, every query swinging 0.3 either way (a gain of 0.02 is 0.66 paired SE)."""
+    scores = iter([0.0] + gains)
+
+    def score(model, *args) -> DevScore:
+        gain = next(scores)
+        per_query = [0.5 + gain + (0.3 if i % 2 else -0.3) * (gain != 0) for i in range(100)]
+        return DevScore(sum(per_query) / 100, per_query)
+    return score
+
+
+@pytest.mark.parametrize("margin, exported", [(1.0, 0), (0.0, 4)])
+def test_a_noise_sized_dev_win_exports_the_base_unless_the_margin_is_zero(
+        tiny_model, run_dir, tmp_path, monkeypatch, caplog, margin, exported):
+    import gecko_factory.train.train as train_module
+
+    monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
+    monkeypatch.setattr(train_module, "dev_ndcg", _noisy_dev([0.01, 0.02, 0.015, 0.005]))
+    out = tmp_path / "m"
+    with caplog.at_level(logging.INFO, logger="gecko_factory.train"):
+        result = train(_config(tiny_model, out, eval_every=2, dev="fake-dev",
+                               select_margin=margin), [run_dir])
+    sel = result.selection
+    assert sel.selected_step == exported and sel.beat_base == (exported > 0)
+    assert "paired SE 0.0302 over 100 queries" in caplog.text  # step 2 against the base
+    card = (out / "README.md").read_text()
+    if margin:
+        assert "stays the best" in caplog.text and "NOT BETTER THAN THE BASE" in card
+        assert "by more than 1 paired SE" in card
+        assert all(torch.equal(a, b) for a, b in zip(_weights(tiny_model).values(),
+                                                     _weights(out).values()))
+    else:
+        assert f"(+0.0200, paired SE {sel.dev_gain_se:.4f} over 100 queries)" in card
+
+
 def test_evals_per_epoch_sets_the_cadence_whatever_the_data_size(tiny_model, run_dir, tmp_path,
                                                                  monkeypatch):
     import gecko_factory.train.train as train_module
 
     monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
-    monkeypatch.setattr(train_module, "dev_ndcg", lambda *args: 0.5)
+    monkeypatch.setattr(train_module, "dev_ndcg", lambda *args: DevScore(0.5, [0.5]))
     # 48 rows, a fifth of the seeds held out: 4 batches of 8 an epoch; 2 epochs
     result = train(_config(tiny_model, tmp_path / "m", max_steps=None, epochs=2, eval_every=3,
                            evals_per_epoch=2, dev="fake-dev"), [run_dir])
@@ -203,9 +241,10 @@ def _fake_dev(base: str):
     resumed run sees exactly what an unbroken one saw."""
     start = _weights(base)["backbone.embeddings.word_embeddings.weight"][:50]
 
-    def score(model, *args) -> float:
+    def score(model, *args) -> DevScore:
         w = model.backbone.embeddings.word_embeddings.weight[:50].detach().cpu()
-        return float((w - start).norm())
+        value = float((w - start).norm())
+        return DevScore(value, [value])
     return score
 
 
