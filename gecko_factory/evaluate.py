@@ -268,9 +268,7 @@ def evaluate(
     document_format = saved_document if document_format is None else document_format
 
     doc_ids = list(dataset.corpus)
-    no_title = "none" if "title:" in document_format else ""  # Gecko's format says "none"
-    doc_texts = [document_format.format(title=t or no_title, text=x).strip()
-                 for t, x in dataset.corpus.values()]
+    doc_texts = [document_text(document_format, t, x) for t, x in dataset.corpus.values()]
     query_ids = [q for q in dataset.queries if dataset.qrels.get(q)]
     query_texts = [query_prefix + dataset.queries[q] for q in query_ids]
     doc_emb, cached = _corpus_embeddings(encoder, doc_texts, batch_size, max_seq_len, device,
@@ -318,9 +316,21 @@ def prompt_formats(prompts: dict[str, str]) -> tuple[str, str]:
     query and "{title} {text}" without them. Training's dev evaluation (train/select.py) scores
     the model in training with the prompts it will be saved with, through this same function."""
     query_prefix = prompts.get("query", "")
-    document_format = (prompts["document"].replace("title: none", "title: {title}") + "{text}"
-                       if "document" in prompts else "{title} {text}")
-    return query_prefix, document_format
+    document = prompts.get("document", "")
+    if "title: none" in document:  # Gecko's, whose prompt carries the title slot
+        return query_prefix, document.replace("title: none", "title: {title}") + "{text}"
+    # any other prompt (e5's "passage: ") goes before what a BEIR user encodes: title and text
+    return query_prefix, document + "{title} {text}"
+
+
+def document_text(document_format: str, title: str | None, text: str) -> str:
+    """A document as a model with `document_format` reads it (training in the base's own
+    format writes its passages with this too: train/model.py's TextFormat)."""
+    if "title:" in document_format:  # Gecko's format says "none"
+        return document_format.format(title=title or "none", text=text).strip()
+    if not title:  # no title: no space before the text either ("passage: x", not "passage:  x")
+        document_format = document_format.replace("{title} {text}", "{text}")
+    return document_format.format(title=title or "", text=text).strip()
 
 
 def _truncate(x: np.ndarray, dim: int) -> np.ndarray:

@@ -76,6 +76,18 @@ def selection_lines(result: TrainResult) -> list[str]:
     return lines + [""]
 
 
+def prompts_text(cfg: TrainConfig, base: str) -> str:
+    if cfg.prompt_format == "gecko":
+        return ("Prompts (Gecko's): queries `task: {task} | query: {query}`, documents "
+                "`title: {title or none} | text: {text}` (saved in "
+                "config_sentence_transformers.json).")
+    from gecko_factory.evaluate import saved_prompts  # torch: only when a card is written
+
+    own = saved_prompts(Path(base))
+    return ("Prompts: the base model's own, " + (f"`{own}`" if own else "none (the raw query, "
+            "documents `{title} {text}`)") + "; trained in that format, without the FRet task.")
+
+
 def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Sequence[str | Path],
                      result: TrainResult) -> None:
     """README.md with data lineage, the objective, the selection and metrics."""
@@ -84,9 +96,7 @@ def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Seque
              f"# {out_dir.name}", "",
              f"Fine-tuned from `{base}` on FRet data made by gecko-factory "
              f"({datetime.now(timezone.utc):%Y-%m-%d}). Objective: {objective_text(cfg)}.", "",
-             "Prompts: queries `task: {task} | query: {query}`, documents "
-             "`title: {title or none} | text: {text}` (saved in "
-             "config_sentence_transformers.json).", "", "## Data lineage", "",
+             prompts_text(cfg, base), "", "## Data lineage", "",
              "| run dir | shards | manifest.json sha256 |", "|---|---|---|"]
     for run_dir in run_dirs:
         manifest = Path(run_dir) / "manifest.json"

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 
 Pairing = Literal["llm", "seed_random"]
 TeacherScore = Literal["fused", "ql", "rc"]
+PromptFormat = Literal["gecko", "base"]
 SelectBy = Literal["auto", "last", "val_loss", "dev"]
 # The task written into the saved `query` prompt when a model is trained for search in general;
 # model.py's default_prompts uses it too (the prompt saved is part of the model).
@@ -72,6 +73,15 @@ class TrainConfig(BaseModel):
                                        "query's softmax as negatives (Gecko's loss).")
     task_prompt: str = Field(DEFAULT_TASK, description="Task written into the saved `query` "
                              "prompt of config_sentence_transformers.json.")
+    # `base` exists because the format is itself something to learn: all-MiniLM-L6-v2 read
+    # 0.6602 dev nDCG@10 as it ships and 0.6490 with Gecko's prompts, and 0.5635 against 0.6016
+    # on SciFact test at 128 d (pilots of issue 14), a cost a short fine-tune must win back first.
+    prompt_format: PromptFormat = Field("gecko", description="gecko: queries 'task: {task} | "
+                                        "query: {query}' with each example's task, documents "
+                                        "'title: {title} | text: {text}' (Gecko's); base: the "
+                                        "base model's own saved prompts (none for "
+                                        "all-MiniLM-L6-v2: the raw query, '{title} {text}'), "
+                                        "the task left out. The export is saved with the same.")
     contrastive_weight: float = Field(1.0, ge=0, description="Weight of Gecko's contrastive "
                                       "loss; 0 = distillation alone.")
     distill_weight: float = Field(0.0, ge=0, description="Weight of KL(judge || student) over "

@@ -21,7 +21,7 @@ import polars as pl
 
 from gecko_factory.hashing import stable_fraction
 from gecko_factory.train.config import Pairing, TeacherScore
-from gecko_factory.train.model import format_document, format_query
+from gecko_factory.train.model import GECKO_FORMAT, TextFormat
 from gecko_factory.versions import VERSION_FILE, version_shards
 
 Split = Literal["train", "validation"]
@@ -34,7 +34,8 @@ _LLM_COLUMNS = [
 
 @dataclass
 class Triples:
-    """Model-ready strings, already in Gecko's input format; row i is one example."""
+    """Model-ready strings, already in the training's input format (Gecko's by default); row i
+    is one example."""
 
     queries: list[str]
     positives: list[str]
@@ -123,10 +124,11 @@ def load_triples(
     seed: int = 0,
     teacher: TeacherScore | None = None,
     train_fraction: float = 1.0,
+    fmt: TextFormat = GECKO_FORMAT,
 ) -> Triples:
     """All examples of `split` from every run, in a fixed order (run, then example_id); with
     `teacher`, each with its judged candidates (`teacher_logits` says how they are scored);
-    `train_fraction`: that share of the training seeds (`in_split`)."""
+    `train_fraction`: that share of the training seeds (`in_split`); texts written in `fmt`."""
     out = Triples([], [], [])
     columns = _LLM_COLUMNS + (["positive_id", "negative_id", "candidates", "shard"]
                               if teacher else [])
@@ -136,19 +138,19 @@ def load_triples(
         frame = scan_run(run_dir, columns).sort("example_id").collect()
         keep = [in_split(s, split, val_fraction, train_fraction) for s in frame["seed_id"].to_list()]
         frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
-        out.queries += [format_query(t, q) for t, q in zip(frame["task"], frame["query"])]
+        out.queries += [fmt.query(t, q) for t, q in zip(frame["task"], frame["query"])]
         if pairing == "llm":
-            out.positives += _documents(frame["positive_title"], frame["positive_text"])
-            out.negatives += _documents(frame["negative_title"], frame["negative_text"])
+            out.positives += _documents(frame["positive_title"], frame["positive_text"], fmt)
+            out.negatives += _documents(frame["negative_title"], frame["negative_text"], fmt)
         elif pairing == "seed_random":
             pos, neg = _seed_random_pairs(Path(run_dir), frame["seed_id"].to_list(),
-                                          seed, run_index)
+                                          seed, run_index, fmt)
             out.positives += pos
             out.negatives += neg
         else:
             raise ValueError(f"unknown pairing {pairing!r}; expected 'llm' or 'seed_random'")
         if teacher:
-            _add_candidates(out, frame, teacher)
+            _add_candidates(out, frame, teacher, fmt)
     return out
 
 
@@ -179,7 +181,8 @@ def teacher_logits(candidates: Sequence[dict], score: TeacherScore, query: str
     raise ValueError(f"unknown teacher score {score!r}; expected fused, ql or rc")
 
 
-def _add_candidates(out: Triples, frame: pl.DataFrame, score: TeacherScore) -> None:
+def _add_candidates(out: Triples, frame: pl.DataFrame, score: TeacherScore, fmt: TextFormat
+                    ) -> None:
     """Append each row's usable candidates (text known, teacher score present) to `out`."""
     needed: dict[Path, set[str]] = {}
     rows = frame.select("shard", "query", "positive_id", "negative_id", "positive_title",
@@ -188,11 +191,11 @@ def _add_candidates(out: Triples, frame: pl.DataFrame, score: TeacherScore) -> N
     for row in rows:
         folder = Path(row["shard"]).parent.parent  # <run>/shards/part-*.parquet
         needed.setdefault(folder, set()).update(c["id"] for c in row["candidates"])
-    texts = {folder: _corpus_texts(folder, ids) for folder, ids in needed.items()}
+    texts = {folder: _corpus_texts(folder, ids, fmt) for folder, ids in needed.items()}
     counts = out.teacher_counts
     for row in rows:
         corpus = texts[Path(row["shard"]).parent.parent]
-        own = {row[f"{side}_id"]: format_document(row[f"{side}_title"], row[f"{side}_text"])
+        own = {row[f"{side}_id"]: fmt.document(row[f"{side}_title"], row[f"{side}_text"])
                for side in ("positive", "negative")}  # what the row itself carries, as judged
         logits = teacher_logits(row["candidates"], score, row["query"])
         cands, scores = [], []
@@ -214,27 +217,27 @@ def _add_candidates(out: Triples, frame: pl.DataFrame, score: TeacherScore) -> N
         out.teacher.append(scores)
 
 
-def _corpus_texts(folder: Path, ids: set[str]) -> dict[str, str]:
+def _corpus_texts(folder: Path, ids: set[str], fmt: TextFormat) -> dict[str, str]:
     """Model-ready texts of `ids` from the folder's corpus.parquet (empty when it has none)."""
     path = folder / "corpus.parquet"
     if not path.exists():
         return {}
     found = (pl.scan_parquet(str(path)).select("id", "title", "text")
              .filter(pl.col("id").is_in(sorted(ids))).collect())
-    return dict(zip(found["id"].to_list(), _documents(found["title"], found["text"])))
+    return dict(zip(found["id"].to_list(), _documents(found["title"], found["text"], fmt)))
 
 
-def _documents(titles: pl.Series, texts: pl.Series) -> list[str]:
-    return [format_document(t, x) for t, x in zip(titles, texts)]
+def _documents(titles: pl.Series, texts: pl.Series, fmt: TextFormat) -> list[str]:
+    return [fmt.document(t, x) for t, x in zip(titles, texts)]
 
 
 def _seed_random_pairs(
-    run_dir: Path, seed_ids: list[str], seed: int, run_index: int
+    run_dir: Path, seed_ids: list[str], seed: int, run_index: int, fmt: TextFormat
 ) -> tuple[list[str], list[str]]:
     """Gecko's ablation: the seed paragraph as positive, a random other paragraph as negative."""
     corpus = pl.read_parquet(run_dir / "corpus.parquet", columns=["id", "title", "text"])
     ids = corpus["id"].to_list()
-    docs = _documents(corpus["title"], corpus["text"])
+    docs = _documents(corpus["title"], corpus["text"], fmt)
     position = {doc_id: i for i, doc_id in enumerate(ids)}
     if len(ids) < 2:
         raise ValueError(f"{run_dir}/corpus.parquet needs two paragraphs for random negatives")

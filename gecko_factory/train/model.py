@@ -8,7 +8,9 @@ model rather than in embed.py because the saved folder declares the same pooling
 sentence-transformers (1_Pooling, 2_Normalize below): one place states both.
 
 Gecko's input format lives here too, because the text a model was trained on is part of the model:
-queries read `task: {task} | query: {query}`, documents `title: {title} | text: {text}`.
+queries read `task: {task} | query: {query}`, documents `title: {title} | text: {text}`. The other
+format training offers, the base model's own (TextFormat), is built from the same saved prompts
+the evaluation reads (evaluate.prompt_formats), so training and use cannot disagree.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from gecko_factory.evaluate import document_text, prompt_formats
 from gecko_factory.files import replace_file
-from gecko_factory.train.config import DEFAULT_TASK
+from gecko_factory.train.config import DEFAULT_TASK, PromptFormat
 
 QUERY_FORMAT = "task: {task} | query: {query}"
 DOCUMENT_FORMAT = "title: {title} | text: {text}"
@@ -45,6 +49,35 @@ def format_document(title: str | None, text: str) -> str:
 def default_prompts(task: str = DEFAULT_TASK) -> dict[str, str]:
     """The prefixes sentence-transformers prepends with `encode(..., prompt_name=...)`."""
     return {"query": format_query(task, ""), "document": format_document(None, "")}
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """How training writes a query and a document, and the prompts the model is saved with."""
+
+    prompts: dict[str, str]
+    gecko: bool  # Gecko's format: each example's own task in its query
+
+    def query(self, task: str, query: str) -> str:
+        return format_query(task, query) if self.gecko else prompt_formats(self.prompts)[0] + query
+
+    def document(self, title: str | None, text: str) -> str:
+        if self.gecko:
+            return format_document(title, text)
+        return document_text(prompt_formats(self.prompts)[1], title, text)
+
+
+GECKO_FORMAT = TextFormat(default_prompts(), gecko=True)
+
+
+def text_format(kind: PromptFormat, base_prompts: dict[str, str], task: str = DEFAULT_TASK
+                ) -> TextFormat:
+    """`gecko`: Gecko's format, `task` in the saved query prompt; `base`: the base's own."""
+    if kind == "gecko":
+        return TextFormat(default_prompts(task), gecko=True)
+    if kind == "base":
+        return TextFormat(dict(base_prompts), gecko=False)
+    raise ValueError(f"unknown prompt format {kind!r}; expected gecko or base")
 
 
 def default_dims(hidden_size: int) -> list[int]:

@@ -26,8 +26,8 @@ from gecko_factory.train.card import write_model_card
 from gecko_factory.train.checkpoint import load_checkpoint, save_checkpoint, set_seed
 from gecko_factory.train.config import TrainConfig, resolve_select
 from gecko_factory.train.data import Triples, iter_batches, load_triples, steps_per_epoch
-from gecko_factory.train.model import (DualEncoder, default_dims, default_prompts,
-                                       matryoshka_distill_loss, matryoshka_gecko_loss)
+from gecko_factory.train.model import (DualEncoder, default_dims, matryoshka_distill_loss,
+                                       matryoshka_gecko_loss, text_format)
 from gecko_factory.train.select import Selection, Selector, dev_ndcg, load_dev, summarize
 
 log = logging.getLogger(__name__)
@@ -221,11 +221,17 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     model = DualEncoder.from_pretrained(base, cfg.max_seq_len).to(device)
     model.train()
     dims = cfg.dims or default_dims(model.hidden_size)
+    # The base is a candidate as it is used: with its own saved prompts (none for
+    # all-MiniLM-L6-v2), not the ones training adds. Scored with Gecko's prompts it read 0.6415
+    # on SciFact test against its own 0.6451, so a "never below the base" export of step 0 with
+    # the new prompts was below the base after all (pilot of issue 14, 2026-12-03).
+    base_prompts = saved_prompts(Path(base))
+    fmt = text_format(cfg.prompt_format, base_prompts, cfg.task_prompt)
     teacher = cfg.teacher_score if cfg.distill_weight else None  # candidates only when distilling
     train_data = load_triples(run_dirs, "train", cfg.val_fraction, cfg.pairing, cfg.seed, teacher,
-                              cfg.train_fraction)
+                              cfg.train_fraction, fmt)
     val_data = load_triples(run_dirs, "validation", cfg.val_fraction, cfg.pairing, cfg.seed,
-                            teacher)
+                            teacher, fmt=fmt)
     counts = train_data.teacher_counts + val_data.teacher_counts
     if teacher and set(counts) - {"candidates", "used"}:
         log.warning("distillation leaves judged candidates out: %s", dict(counts))
@@ -261,12 +267,7 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
              cfg.batch_size, model.max_seq_len, eval_every or "(the end only)", dims, device,
              metric, f" on {dev_set.name} ({len(dev_set.queries)} queries)" if dev_set else "")
     step_fn = grad_cache_step if cfg.grad_cache_chunk else plain_step
-    prompts = default_prompts(cfg.task_prompt)
-    # The base is a candidate as it is used: with its own saved prompts (none for
-    # all-MiniLM-L6-v2), not the ones training adds. Scored with Gecko's prompts it read 0.6415
-    # on SciFact test against its own 0.6451, so a "never below the base" export of step 0 with
-    # the new prompts was below the base after all (pilot of issue 14, 2026-12-03).
-    base_prompts = saved_prompts(Path(base))
+    prompts = fmt.prompts  # what the trained steps are scored and saved with
 
     def evaluate_at(step: int) -> None:
         """Validation loss, dev nDCG@10, and the selection's record (once per step)."""

@@ -12,7 +12,7 @@ import pytest
 from gecko_factory.schemas import FRET_SCHEMA, PARAGRAPH_SCHEMA
 from gecko_factory.testing.fake_run import make_version, write_corpus
 from gecko_factory.train.data import Triples, load_triples, scan_run, teacher_logits
-from gecko_factory.train.model import format_document
+from gecko_factory.train.model import format_document, text_format
 
 
 def _cand(cid, ql, rc, fused, rank=1):
@@ -90,6 +90,20 @@ def test_candidates_come_with_texts_and_counted_losses(run_dir):
     rc = load_triples([run_dir], "train", val_fraction=0.0, teacher="rc")
     assert rc.teacher[1] == [-0.1, -0.9] and rc.teacher_counts["queries_without_target"] == 0
     assert rc.candidates[1][0] == format_document("T3", "text 3 as judged")
+
+
+def test_the_base_format_writes_every_text_as_the_evaluation_reads_it(run_dir):
+    """prompt_format=base: no task, and documents in the saved prompts' format, the same strings
+    evaluate.py builds for the base (its BEIR default without prompts)."""
+    got = load_triples([run_dir], "train", val_fraction=0.0, teacher="ql",
+                       fmt=text_format("base", {}))
+    assert got.queries == ["one two", "three"]
+    assert (got.positives, got.negatives) == (["T0 text 0", "T3 text 3 as judged"],
+                                              ["text 1", "T4 text 4"])
+    assert got.candidates[0] == ["T0 text 0", "T2 text 2", "text 1"]
+    e5 = text_format("base", {"query": "query: ", "document": "passage: "})
+    assert e5.query("find", "q") == "query: q" and e5.document("T", "x") == "passage: T x"
+    assert e5.prompts == {"query": "query: ", "document": "passage: "}
 
 
 def test_a_version_reads_candidate_texts_from_the_run_that_judged_them(tmp_path, wiki_sample):

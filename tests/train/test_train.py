@@ -187,6 +187,26 @@ def test_nothing_beats_the_base_so_the_base_is_exported(tiny_model, run_dir, tmp
     assert any(not torch.equal(last[k].cpu(), base[k]) for k in base)
 
 
+def test_the_base_format_trains_and_saves_in_the_bases_own_prompts(tiny_model, run_dir, tmp_path,
+                                                                   monkeypatch):
+    import gecko_factory.train.train as train_module
+
+    prompts_seen = []
+
+    def fake_dev_ndcg(model, dev_set, prompts, device):
+        prompts_seen.append(prompts)
+        return DevScore(0.5 + 0.1 * len(prompts_seen), [0.5 + 0.1 * len(prompts_seen)])
+
+    monkeypatch.setattr(train_module, "load_dev", lambda spec, split: FAKE_DEV)
+    monkeypatch.setattr(train_module, "dev_ndcg", fake_dev_ndcg)
+    out = tmp_path / "m"
+    result = train(_config(tiny_model, out, max_steps=4, distill_weight=1.0, dev="fake-dev",
+                           prompt_format="base"), [run_dir])
+    assert result.selection.selected_step == 4 and prompts_seen == [{}, {}]
+    assert json.loads((out / "config_sentence_transformers.json").read_text())["prompts"] == {}
+    assert "the base model's own, none" in (out / "README.md").read_text()
+
+
 def _noisy_dev(gains: list[float]):
     """Dev scores on 100 queries: the base 0.5 on each, then each evaluated step up by its gain
     on average, every query swinging 0.3 either way (a gain of 0.02 is 0.66 paired SE)."""
