@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.train import train_flow
 from gecko_factory.experiment import (ARMS, ArmResult, best_arm, check_arms, report, run_data,
                                       scores_by_dim)
+from gecko_factory.evaluate import EvalReport, gain_se
 from gecko_factory.files import atomic_write_text
 from tasks.train_tasks import base_model_of, eval_task, report_task, resolved
 
@@ -36,6 +37,13 @@ def _scifact_test(model: str, scifact_zip: str | None, dims: list[int]) -> dict:
     if report_ is None:
         raise RuntimeError("SciFact is not here: the experiment reports on its test split")
     return report_
+
+
+def test_gain_se(base: dict, test: dict, dims: list[int]) -> dict[int, float]:
+    """Per dim, the paired SE of the test nDCG@10 gain over the base (same queries)."""
+    base_, test_ = EvalReport.model_validate(base), EvalReport.model_validate(test)
+    ses = {d: gain_se(base_, test_, d) for d in dims}
+    return {d: se for d, se in ses.items() if se is not None}
 
 
 def _arm(run_dir: str, data: str, out_root: Path, arm: str, seed: int, fraction: float,
@@ -55,7 +63,8 @@ def _arm(run_dir: str, data: str, out_root: Path, arm: str, seed: int, fraction:
     arm_result = ArmResult(arm=arm, seed=seed, train_fraction=fraction, options=options,
                            data=data, out_dir=str(out_dir), n_train=t["n_train"], steps=t["steps"],
                            dev_base=sel.get("dev_base"), dev_selected=sel.get("dev_selected"),
-                           beat_base=sel.get("beat_base"), test=scores_by_dim(test))
+                           beat_base=sel.get("beat_base"), test=scores_by_dim(test),
+                           test_gain_se=test_gain_se(base, test, dims))
     arm_result.save()
     return arm_result
 

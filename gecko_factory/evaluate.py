@@ -180,9 +180,8 @@ class DimScore(BaseModel):
     ndcg_at_10: float
     recall_at_100: float
     # Each query's nDCG@10 (EvalReport.query_ids' order), for paired comparisons of two models on
-    # the same queries (train/select.py). Kept out of the report's JSON: it is a column, not a
-    # figure.
-    ndcg_per_query: list[float] = Field(default_factory=list, exclude=True, repr=False)
+    # the same queries (paired_gain: model selection, the base-vs-tuned tables).
+    ndcg_per_query: list[float] = Field(default_factory=list, repr=False)
 
 
 class EvalReport(BaseModel):
@@ -195,7 +194,7 @@ class EvalReport(BaseModel):
     scores: list[DimScore]
     seconds: float
     corpus_cached: bool = False  # the corpus embeddings came from the embedding cache
-    query_ids: list[str] = Field(default_factory=list, exclude=True, repr=False)  # scored order
+    query_ids: list[str] = Field(default_factory=list, repr=False)  # in the scored order
 
     def to_markdown(self) -> str:
         lines = [f"**{self.model}** on {self.dataset} ({self.n_queries} queries, "
@@ -206,19 +205,41 @@ class EvalReport(BaseModel):
         return "\n".join(lines)
 
 
+def paired_gain(new: Sequence[float], old: Sequence[float]) -> tuple[float, float]:
+    """The mean per-query gain of `new` over `old` on the same queries, and its standard error.
+    Paired, because two checkpoints of one model agree on most queries: the SE of the difference
+    is far below what two unpaired means' SEs would say."""
+    d = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
+    if d.size < 2:
+        return float(d.sum()), 0.0
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def gain_se(base: EvalReport, tuned: EvalReport, dim: int) -> float | None:
+    """The paired SE of tuned - base nDCG@10 at `dim`; None unless both scored the same queries."""
+    b = next((s for s in base.scores if s.dim == dim), None)
+    t = next((s for s in tuned.scores if s.dim == dim), None)
+    if (b is None or t is None or not base.query_ids or base.query_ids != tuned.query_ids
+            or not b.ndcg_per_query or len(b.ndcg_per_query) != len(t.ndcg_per_query)):
+        return None
+    return paired_gain(t.ndcg_per_query, b.ndcg_per_query)[1]
+
+
 def compare_markdown(base: EvalReport, tuned: EvalReport) -> str:
-    """Side-by-side nDCG@10 / Recall@100 per dim, with the change."""
+    """Side-by-side nDCG@10 / Recall@100 per dim, with the change and its paired SE."""
     lines = [f"{base.dataset}: `{base.model}` (base) vs `{tuned.model}` (fine-tuned)", "",
-             "| dim | nDCG@10 base | nDCG@10 tuned | Δ | R@100 base | R@100 tuned | Δ |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| dim | nDCG@10 base | nDCG@10 tuned | Δ | paired SE | R@100 base | R@100 tuned | Δ |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base_by_dim = {s.dim: s for s in base.scores}
     for t in tuned.scores:
         b = base_by_dim.get(t.dim)
         if b is None:
             continue
+        se = gain_se(base, tuned, t.dim)
         lines.append(f"| {t.dim} | {b.ndcg_at_10:.4f} | {t.ndcg_at_10:.4f} | "
-                     f"{t.ndcg_at_10 - b.ndcg_at_10:+.4f} | {b.recall_at_100:.4f} | "
-                     f"{t.recall_at_100:.4f} | {t.recall_at_100 - b.recall_at_100:+.4f} |")
+                     f"{t.ndcg_at_10 - b.ndcg_at_10:+.4f} | {'–' if se is None else f'{se:.4f}'} | "
+                     f"{b.recall_at_100:.4f} | {t.recall_at_100:.4f} | "
+                     f"{t.recall_at_100 - b.recall_at_100:+.4f} |")
     return "\n".join(lines)
 
 

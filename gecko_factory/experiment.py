@@ -67,6 +67,7 @@ class ArmResult(BaseModel):
     dev_selected: float | None = None
     beat_base: bool | None = None
     test: dict[int, dict[str, float]]  # dim -> {"ndcg_at_10", "recall_at_100"} on the test split
+    test_gain_se: dict[int, float] = {}  # dim -> paired SE of the nDCG@10 gain over the base
 
     def save(self) -> None:
         atomic_write_text(Path(self.out_dir) / RESULT_FILE, self.model_dump_json(indent=2) + "\n")
@@ -106,16 +107,27 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {(max(values) - min(values)) / 2:.4f}"
 
 
+def _gain_cell(rs: list[ArmResult], base: float, dim: int) -> str:
+    """The test nDCG@10 gain over the base at `dim`, mean over seeds, with the paired SE (mean
+    over seeds) when every run has one: a gain inside one or two SEs is not a gain."""
+    gain = statistics.fmean(r.test[dim]["ndcg_at_10"] for r in rs) - base
+    ses = [r.test_gain_se.get(dim) for r in rs]
+    return f"{gain:+.4f}" + ("" if None in ses else f" (SE {statistics.fmean(ses):.4f})")
+
+
 def report(base_test: dict[int, dict[str, float]], results: list[ArmResult], dims: list[int]) -> str:
     """The README table: test nDCG@10 per dim and Recall@100 at the full dim, mean ± half the
-    range over training seeds, the dev figures that selected each export, and the data curve."""
+    range over training seeds, the gain over the base at the full dim with its paired SE, the
+    dev figures that selected each export, and the data curve."""
     full = max(dims)
-    head = (["recipe", "seeds"] + [f"nDCG@10 {d} d" for d in dims] + [f"Recall@100 {full} d",
-            "dev nDCG@10 base → exported", "beat base on dev"])
+    head = (["recipe", "seeds"] + [f"nDCG@10 {d} d" for d in dims]
+            + [f"Δ nDCG@10 {full} d (paired SE)", f"Recall@100 {full} d",
+               "dev nDCG@10 base → exported", "beat base on dev"])
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     lines.append("| " + " | ".join([ARM_TITLES["base"], "–"]
                                    + [f"{base_test[d]['ndcg_at_10']:.4f}" for d in dims]
-                                   + [f"{base_test[full]['recall_at_100']:.4f}", "–", "–"]) + " |")
+                                   + ["–", f"{base_test[full]['recall_at_100']:.4f}", "–", "–"])
+                 + " |")
     groups: dict[tuple[str, float], list[ArmResult]] = {}
     for r in results:
         groups.setdefault((r.arm, r.train_fraction), []).append(r)
@@ -128,5 +140,6 @@ def report(base_test: dict[int, dict[str, float]], results: list[ArmResult], dim
         lines.append("| " + " | ".join(
             [title, ",".join(str(r.seed) for r in rs)]
             + [_cell([r.test[d]["ndcg_at_10"] for r in rs]) for d in dims]
-            + [_cell([r.test[full]["recall_at_100"] for r in rs]), dev, beat]) + " |")
+            + [_gain_cell(rs, base_test[full]["ndcg_at_10"], full),
+               _cell([r.test[full]["recall_at_100"] for r in rs]), dev, beat]) + " |")
     return "\n".join(lines) + "\n"

@@ -51,8 +51,8 @@ def test_scifact_counts():
 
 
 @pytest.mark.model  # a tiny BERT
-def test_per_query_scores_average_to_the_figure_and_stay_out_of_the_json(tiny_model):
-    from gecko_factory.evaluate import RetrievalDataset, evaluate
+def test_per_query_scores_average_to_the_figure_and_pair_in_the_comparison(tiny_model):
+    from gecko_factory.evaluate import EvalReport, RetrievalDataset, compare_markdown, evaluate
     from gecko_factory.train.model import DualEncoder
 
     corpus = {f"d{i}": ("", f"A paragraph about topic number {i}.") for i in range(6)}
@@ -63,4 +63,13 @@ def test_per_query_scores_average_to_the_figure_and_stay_out_of_the_json(tiny_mo
     for score in report.scores:
         assert len(score.ndcg_per_query) == 3
         assert np.mean(score.ndcg_per_query) == pytest.approx(score.ndcg_at_10)
-    assert "per_query" not in report.model_dump_json() and "query_ids" not in report.model_dump_json()
+    again = EvalReport.model_validate(report.model_dump())  # a Prefect task's result, say
+    assert again.query_ids == report.query_ids and again.scores == report.scores
+    worse = again.model_copy(deep=True)
+    worse.scores[0].ndcg_per_query = [0.0] * 3
+    worse.scores[0].ndcg_at_10 = 0.0
+    d = -np.array(report.scores[0].ndcg_per_query)  # worse - report at 32 d
+    table = compare_markdown(report, worse)
+    assert f"| {d.std(ddof=1) / math.sqrt(3):.4f} |" in table.splitlines()[4]
+    worse.query_ids = ["q0", "q2", "q5"]  # not the same queries: no paired SE
+    assert "| – |" in compare_markdown(report, worse).splitlines()[4]

@@ -31,12 +31,18 @@ def test_report_gives_mean_and_half_range_over_seeds_per_recipe():
     table = report(base, [_arm("llm", 0, 0.62, 0.66), _arm("llm", 1, 0.64, 0.70),
                           _arm("llm", 0, 0.61, 0.65, fraction=0.25)], [384, 128])
     lines = table.splitlines()
-    assert lines[0].startswith("| recipe | seeds | nDCG@10 384 d | nDCG@10 128 d | Recall@100 384 d")
-    assert lines[2].startswith("| base (all-MiniLM-L6-v2, no training) | – | 0.6451 | 0.6000 | 0.9250")
+    assert lines[0].startswith("| recipe | seeds | nDCG@10 384 d | nDCG@10 128 d | "
+                               "Δ nDCG@10 384 d (paired SE) | Recall@100 384 d")
+    assert lines[2].startswith("| base (all-MiniLM-L6-v2, no training) | – | 0.6451 | 0.6000 | – "
+                               "| 0.9250")
     llm = lines[3].split(" | ")
     assert llm[1:4] == ["0,1", "0.6800 ± 0.0200", "0.5800 ± 0.0200"]
-    assert llm[5] == "0.6000 → 0.6300 ± 0.0100" and llm[6] == "2 of 2 |"
+    assert llm[4] == "+0.0349"  # no per-query scores in these results: no SE
+    assert llm[6] == "0.6000 → 0.6300 ± 0.0100" and llm[7] == "2 of 2 |"
     assert "0.25 of the data" in lines[4] and "| 0 | 0.6500 |" in lines[4]
+    with_se = [_arm("llm", 0, 0.62, 0.66), _arm("llm", 1, 0.64, 0.70)]
+    with_se[0].test_gain_se, with_se[1].test_gain_se = {384: 0.010}, {384: 0.012}
+    assert report(base, with_se, [384, 128]).splitlines()[3].split(" | ")[4] == "+0.0349 (SE 0.0110)"
 
 
 def test_a_saved_arm_is_reused_only_with_the_same_options_and_data(tmp_path):

@@ -26,17 +26,14 @@ best.pt from them (`Selector.resumed`).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-import numpy as np
 import torch
 from pydantic import BaseModel
 
 from gecko_factory.evaluate import (RetrievalDataset, evaluate, load_beir, load_scifact,
-                                    prompt_formats)
+                                    paired_gain, prompt_formats)
 from gecko_factory.files import atomic_file
 from gecko_factory.train.model import DualEncoder
 
@@ -89,16 +86,6 @@ def dev_ndcg(model: DualEncoder, dataset: RetrievalDataset, prompts: dict[str, s
                       document_format=document_format, device=str(device))
     model.train()  # evaluate leaves the encoder in eval mode
     return DevScore(report.scores[0].ndcg_at_10, report.scores[0].ndcg_per_query)
-
-
-def paired_gain(new: Sequence[float], old: Sequence[float]) -> tuple[float, float]:
-    """The mean per-query gain of `new` over `old` on the same queries, and its standard error.
-    Paired, because two checkpoints of one model agree on most queries: the SE of the difference
-    is far below what two unpaired means' SEs would say."""
-    d = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
-    if d.size < 2:
-        return float(d.sum()), 0.0
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
 
 
 class Selector:

@@ -53,6 +53,7 @@ def test_experiment_trains_every_arm_reports_and_resumes(tmp_path, wiki_sample, 
         ("llm", 1.0), ("seed_random", 1.0), (summary["chosen_by_dev"], 0.5)]
     assert results[2]["n_train"] < results[0]["n_train"]  # half the training seeds
     assert all(r["dev_base"] is not None and set(r["test"]) == {32, 16} for r in results)
+    assert all(set(r["test_gain_se"]) == {32, 16} for r in results)  # paired with the base's run
     card = (tmp_path / "exp" / "llm-seed0" / "README.md").read_text()
     assert "BEIR SciFact test" in card and "dev" in card  # both figures in the model card
     report = (tmp_path / "exp" / "report.md").read_text()

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from gecko_factory.train.select import Selector, paired_gain, summarize
+from gecko_factory.evaluate import paired_gain
+from gecko_factory.train.select import Selector, summarize
 
 
 def test_paired_gain_by_hand():
