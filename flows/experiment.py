@@ -28,8 +28,10 @@ from tasks.train_tasks import base_model_of, eval_task, report_task, resolved
 # batch 16, and model selection on SciFact's train claims after each epoch. A dev pass encodes the
 # 5,183 abstracts at 256 tokens, ~6 minutes on 2 CPU cores: once an epoch keeps the passes at 3
 # an arm (plus the base's, computed once: gecko_factory/embedding_cache.py) at every share of data.
+# A checkpoint every 10 steps (~3 minutes of a CPU arm, ~1 s to write): an arm is ~45 minutes
+# here and a session can end without warning; the train task resumes from it, exactly.
 DEFAULT_TRAIN = {"epochs": 3, "batch_size": 16, "warmup_steps": 3, "dev": "scifact",
-                 "evals_per_epoch": 1}
+                 "evals_per_epoch": 1, "checkpoint_every": 10}
 
 
 def _scifact_test(model: str, scifact_zip: str | None, dims: list[int]) -> dict:
