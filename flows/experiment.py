@@ -65,7 +65,10 @@ def _arm(run_dir: str, data: str, out_root: Path, arm: str, seed: int, fraction:
     arm_result = ArmResult(arm=arm, seed=seed, train_fraction=fraction, options=options,
                            data=data, out_dir=str(out_dir), n_train=t["n_train"], steps=t["steps"],
                            dev_base=sel.get("dev_base"), dev_selected=sel.get("dev_selected"),
-                           beat_base=sel.get("beat_base"), test=scores_by_dim(test),
+                           beat_base=sel.get("beat_base"),
+                           dev_best_trained=sel.get("dev_best_trained"),
+                           dev_best_trained_se=sel.get("dev_best_trained_se"),
+                           test=scores_by_dim(test),
                            test_gain_se=test_gain_se(base, test, dims))
     arm_result.save()
     return arm_result

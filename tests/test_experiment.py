@@ -38,11 +38,14 @@ def test_report_gives_mean_and_half_range_over_seeds_per_recipe():
     llm = lines[3].split(" | ")
     assert llm[1:4] == ["0,1", "0.6800 ± 0.0200", "0.5800 ± 0.0200"]
     assert llm[4] == "+0.0349"  # no per-query scores in these results: no SE
-    assert llm[6] == "0.6000 → 0.6300 ± 0.0100" and llm[7] == "2 of 2 |"
+    assert llm[6] == "0.6000 → 0.6300 ± 0.0100" and llm[7] == "2 of 2" and llm[8] == "– |"
     assert "0.25 of the data" in lines[4] and "| 0 | 0.6500 |" in lines[4]
     with_se = [_arm("llm", 0, 0.62, 0.66), _arm("llm", 1, 0.64, 0.70)]
     with_se[0].test_gain_se, with_se[1].test_gain_se = {384: 0.010}, {384: 0.012}
-    assert report(base, with_se, [384, 128]).splitlines()[3].split(" | ")[4] == "+0.0349 (SE 0.0110)"
+    with_se[0].dev_best_trained, with_se[0].dev_best_trained_se = 0.59, 0.004  # base exported
+    with_se[1].dev_best_trained, with_se[1].dev_best_trained_se = 0.64, 0.006
+    cells = report(base, with_se, [384, 128]).splitlines()[3].split(" | ")
+    assert cells[4] == "+0.0349 (SE 0.0110)" and cells[8] == "+0.0150 (0.0050) |"
 
 
 def test_a_saved_arm_is_reused_only_with_the_same_options_and_data(tmp_path):

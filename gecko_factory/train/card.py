@@ -57,6 +57,12 @@ def selection_lines(result: TrainResult) -> list[str]:
                   if sel.dev_gain_se is not None else "")
         lines.append(f"Dev nDCG@10 (`{sel.dev}`): base {sel.dev_base:.4f}, this model "
                      f"{sel.dev_selected:.4f} ({sel.dev_selected - sel.dev_base:+.4f}{spread}).")
+    if sel.dev_best_trained is not None and sel.selected_step != sel.best_trained_step:
+        spread = (f", paired SE {sel.dev_best_trained_se:.4f}"
+                  if sel.dev_best_trained_se is not None else "")
+        lines.append(f"The best trained step on dev, {sel.best_trained_step}, read "
+                     f"{sel.dev_best_trained:.4f} ({sel.dev_best_trained - sel.dev_base:+.4f}"
+                     f"{spread}).")
     if sel.margin_se:
         lines.append(f"A step replaced the best so far only when its dev gain over it, query by "
                      f"query, exceeded {sel.margin_se:g} paired standard error(s).")

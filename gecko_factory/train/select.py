@@ -57,6 +57,11 @@ class Selection(BaseModel):
     dev_queries: int | None = None
     margin_se: float = 0.0  # a step had to beat the best so far by this many paired SEs on dev
     beat_base: bool
+    # The best trained step on dev whether or not it was exported: what training reached, which
+    # the export (the base's weights when nothing beat it) does not show.
+    best_trained_step: int | None = None
+    dev_best_trained: float | None = None
+    dev_best_trained_se: float | None = None  # paired SE of its gain over the base
 
     def margin_text(self) -> str:
         return f" by more than {self.margin_se:g} paired SE" if self.margin_se else ""
@@ -172,11 +177,18 @@ def summarize(metric: Literal["last", "val_loss", "dev"], history: dict, dev: st
     else:
         beat = False  # `last` with nothing to compare against cannot claim it beat the base
     per_query = history.get("dev_per_query", {})
-    gain_se = None
-    if per_query.get(0) and per_query.get(chosen):
-        gain_se = paired_gain(per_query[chosen], per_query[0])[1]
+
+    def se_over_base(step: int | None) -> float | None:
+        if step is None or not per_query.get(0) or not per_query.get(step):
+            return None
+        return paired_gain(per_query[step], per_query[0])[1]
+
+    trained = {s: v for s, v in dev_scores.items() if s > 0}
+    best_trained = max(trained, key=lambda s: (trained[s], -s)) if trained else None
     return Selection(metric=metric, dev=dev, selected_step=chosen, base=measure.get(0),
                      selected=measure.get(chosen), dev_base=dev_scores.get(0),
-                     dev_selected=dev_scores.get(chosen), dev_gain_se=gain_se,
+                     dev_selected=dev_scores.get(chosen), dev_gain_se=se_over_base(chosen),
                      dev_queries=len(per_query[0]) if per_query.get(0) else None,
-                     margin_se=margin_se if metric == "dev" else 0.0, beat_base=beat)
+                     margin_se=margin_se if metric == "dev" else 0.0, beat_base=beat,
+                     best_trained_step=best_trained, dev_best_trained=trained.get(best_trained),
+                     dev_best_trained_se=se_over_base(best_trained))

@@ -78,6 +78,12 @@ def test_summary_reports_the_exported_steps_paired_gain_over_the_base():
     d = np.array(_step_scores(90, 20)) - 0.5
     assert sel.dev_gain_se == pytest.approx(d.std(ddof=1) / math.sqrt(200))
     assert sel.margin_text() == " by more than 1 paired SE"
+    assert (sel.best_trained_step, sel.dev_best_trained) == (10, 0.535)
     history["best"] = {"step": 0, "value": 0.5}
-    base = summarize("dev", history, "toy [train]", 10, margin_se=1.0)
+    history["dev"].append((20, 0.505))
+    history["dev_per_query"][20] = _step_scores(60, 50)
+    base = summarize("dev", history, "toy [train]", 20, margin_se=1.0)
     assert (base.selected_step, base.beat_base, base.dev_gain_se) == (0, False, 0.0)
+    # what training reached, though the base is the export: step 10, the best trained step
+    assert (base.best_trained_step, base.dev_best_trained) == (10, 0.535)
+    assert base.dev_best_trained_se == pytest.approx(sel.dev_gain_se)
