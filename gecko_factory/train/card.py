@@ -110,6 +110,12 @@ def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Seque
         lines.append(f"| `{Path(run_dir).resolve()}` | {len(shard_files(run_dir))} | `{digest}` |")
     lines += ["", f"Pairing `{cfg.pairing}`; {result.n_train} training and {result.n_val} "
               f"validation examples (split by sha256 of seed_id, {cfg.val_fraction:.0%})."]
+    if result.examples_left_out:
+        c = result.examples_left_out
+        lines.append(f"Examples left out: {c.get('copied_query', 0)} whose query copies at least "
+                     f"{cfg.max_query_copy:.0%} of its words from its seed paragraph"
+                     + (f" ({c['seed_text_missing']} kept without a seed text to compare)"
+                        if c.get("seed_text_missing") else "") + ".")
     if result.teacher_counts:
         c = result.teacher_counts
         lines.append(f"Judged candidates: {c.get('used', 0)} of {c.get('candidates', 0)} used; "

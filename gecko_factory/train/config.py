@@ -67,6 +67,10 @@ class TrainConfig(BaseModel):
                                   "seeds used, chosen by a hash of the seed id, so a smaller "
                                   "share is a subset of a larger one (learning curves); the "
                                   "validation split is the same at every share.")
+    max_query_copy: float | None = Field(None, gt=0, le=1, description="Leave out examples "
+                                         "whose query (5 words or more) repeats this share of "
+                                         "its words or more as one verbatim run of its seed "
+                                         "paragraph, e.g. 0.8; None = keep all.")
     all_negatives: bool = Field(False, description="Every in-batch hard negative joins each "
                                 "softmax, not only the query's own.")
     same_tower_negatives: bool = Field(True, description="Other queries of the batch join each "

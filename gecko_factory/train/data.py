@@ -6,13 +6,16 @@ every query generated from one paragraph lands on the same side, whatever the sh
 number of runs. With a teacher, each example also carries its judged candidates' texts (from the
 corpus.parquet of the run folder that wrote its shard: the text the judge read) and their
 teacher logits; a candidate without text or score is left out and counted, never silently.
+`max_query_copy` leaves out examples whose query copies its seed paragraph (counted too).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +49,7 @@ class Triples:
     # candidates read, used, and left out by reason (text_missing, score_missing), and the
     # queries left without a target; what a run lost is counted, never silent
     teacher_counts: Counter = field(default_factory=Counter)
+    left_out: Counter = field(default_factory=Counter)  # examples dropped, by reason
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -125,19 +129,24 @@ def load_triples(
     teacher: TeacherScore | None = None,
     train_fraction: float = 1.0,
     fmt: TextFormat = GECKO_FORMAT,
+    max_query_copy: float | None = None,
 ) -> Triples:
     """All examples of `split` from every run, in a fixed order (run, then example_id); with
     `teacher`, each with its judged candidates (`teacher_logits` says how they are scored);
-    `train_fraction`: that share of the training seeds (`in_split`); texts written in `fmt`."""
+    `train_fraction`: that share of the training seeds (`in_split`); texts written in `fmt`;
+    `max_query_copy`: see `copied_share`."""
     out = Triples([], [], [])
     columns = _LLM_COLUMNS + (["positive_id", "negative_id", "candidates", "shard"]
-                              if teacher else [])
+                              if teacher else ["positive_id", "negative_id"]
+                              if max_query_copy is not None else [])
     if teacher:
         out.candidates, out.teacher = [], []
     for run_index, run_dir in enumerate(run_dirs):
         frame = scan_run(run_dir, columns).sort("example_id").collect()
         keep = [in_split(s, split, val_fraction, train_fraction) for s in frame["seed_id"].to_list()]
         frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
+        if max_query_copy is not None:
+            frame = _drop_copied_queries(frame, Path(run_dir), max_query_copy, out.left_out)
         out.queries += [fmt.query(t, q) for t, q in zip(frame["task"], frame["query"])]
         if pairing == "llm":
             out.positives += _documents(frame["positive_title"], frame["positive_text"], fmt)
@@ -152,6 +161,51 @@ def load_triples(
         if teacher:
             _add_candidates(out, frame, teacher, fmt)
     return out
+
+
+# Queries this short are keywords, which appear in their paragraph by nature: never "copies".
+MIN_COPY_WORDS = 5
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def copied_share(query: str, passage: str) -> float:
+    """The longest run of the query's words found verbatim, in order, in the passage, as a share
+    of the query's words (case and punctuation ignored). A writer that lifts a sentence out of the
+    seed (16 % of the SciFact run's queries entirely, 35 % for >= 80 % of their words) makes an
+    example that surface overlap solves: it teaches lexical matching, unlike a real query."""
+    q, p = _words(query), _words(passage)
+    if not q or not p:
+        return 0.0
+    match = SequenceMatcher(None, q, p, autojunk=False).find_longest_match(0, len(q), 0, len(p))
+    return match.size / len(q)
+
+
+def _drop_copied_queries(frame: pl.DataFrame, run_dir: Path, limit: float, counts: Counter
+                         ) -> pl.DataFrame:
+    """Rows whose query (>= MIN_COPY_WORDS words) copies >= `limit` of its words from its seed
+    paragraph, left out and counted. The seed's text is the row's own positive or negative when
+    it is one of them (85 % of rows), else the run's corpus."""
+    rows = frame.select("seed_id", "query", "positive_id", "positive_title", "positive_text",
+                        "negative_id", "negative_title", "negative_text").to_dicts()
+    elsewhere = {r["seed_id"] for r in rows if r["seed_id"] not in (r["positive_id"],
+                                                                     r["negative_id"])}
+    corpus = {i: f"{t or ''} {x}" for i, t, x in _corpus_rows(run_dir, elsewhere)}
+    keep = []
+    for r in rows:
+        side = "positive" if r["seed_id"] == r["positive_id"] else "negative"
+        seed = (f"{r[side + '_title'] or ''} {r[side + '_text']}"
+                if r["seed_id"] == r[side + "_id"] else corpus.get(r["seed_id"]))
+        if seed is None:
+            counts["seed_text_missing"] += 1  # kept: nothing to compare with
+        copied = (seed is not None and len(_words(r["query"])) >= MIN_COPY_WORDS
+                  and copied_share(r["query"], seed) >= limit)
+        if copied:
+            counts["copied_query"] += 1
+        keep.append(not copied)
+    return frame.filter(pl.Series(keep, dtype=pl.Boolean))
 
 
 def teacher_logits(candidates: Sequence[dict], score: TeacherScore, query: str
@@ -217,14 +271,18 @@ def _add_candidates(out: Triples, frame: pl.DataFrame, score: TeacherScore, fmt:
         out.teacher.append(scores)
 
 
+def _corpus_rows(folder: Path, ids: set[str]) -> list[tuple[str, str | None, str]]:
+    """(id, title, text) of `ids` from the folder's corpus.parquet (none when it has none)."""
+    path = folder / "corpus.parquet"
+    if not ids or not path.exists():
+        return []
+    return list(pl.scan_parquet(str(path)).select("id", "title", "text")
+                .filter(pl.col("id").is_in(sorted(ids))).collect().iter_rows())
+
+
 def _corpus_texts(folder: Path, ids: set[str], fmt: TextFormat) -> dict[str, str]:
     """Model-ready texts of `ids` from the folder's corpus.parquet (empty when it has none)."""
-    path = folder / "corpus.parquet"
-    if not path.exists():
-        return {}
-    found = (pl.scan_parquet(str(path)).select("id", "title", "text")
-             .filter(pl.col("id").is_in(sorted(ids))).collect())
-    return dict(zip(found["id"].to_list(), _documents(found["title"], found["text"], fmt)))
+    return {i: fmt.document(t, x) for i, t, x in _corpus_rows(folder, ids)}
 
 
 def _documents(titles: pl.Series, texts: pl.Series, fmt: TextFormat) -> list[str]:

@@ -46,6 +46,7 @@ class TrainResult(BaseModel):
     dev_ndcg: list[tuple[int, float]] = []  # (step, nDCG@10 on the dev set); step 0 = the base
     selection: Selection | None = None  # None: the last step, no dev set (nothing compared)
     teacher_counts: dict[str, int] = {}  # judged candidates used and left out (distillation)
+    examples_left_out: dict[str, int] = {}  # by reason (max_query_copy)
 
 
 def get_lr(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -229,9 +230,12 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
     fmt = text_format(cfg.prompt_format, base_prompts, cfg.task_prompt)
     teacher = cfg.teacher_score if cfg.distill_weight else None  # candidates only when distilling
     train_data = load_triples(run_dirs, "train", cfg.val_fraction, cfg.pairing, cfg.seed, teacher,
-                              cfg.train_fraction, fmt)
+                              cfg.train_fraction, fmt, cfg.max_query_copy)
     val_data = load_triples(run_dirs, "validation", cfg.val_fraction, cfg.pairing, cfg.seed,
-                            teacher, fmt=fmt)
+                            teacher, fmt=fmt, max_query_copy=cfg.max_query_copy)
+    left_out = train_data.left_out + val_data.left_out
+    if left_out:
+        log.info("examples left out: %s", dict(left_out))
     counts = train_data.teacher_counts + val_data.teacher_counts
     if teacher and set(counts) - {"candidates", "used"}:
         log.warning("distillation leaves judged candidates out: %s", dict(counts))
@@ -334,7 +338,8 @@ def train(config: TrainConfig, run_dirs: Sequence[str | Path], resume: bool = Fa
         out_dir=str(out_dir), steps=step, train_loss=history["train"], val_loss=history["val"],
         n_train=len(train_data), n_val=len(val_data), seconds=seconds,
         examples_per_second=(step - start_step) * cfg.batch_size / max(seconds, 1e-9),
-        dev_ndcg=history["dev"], selection=selection, teacher_counts=dict(counts))
+        dev_ndcg=history["dev"], selection=selection, teacher_counts=dict(counts),
+        examples_left_out=dict(left_out))
     atomic_write_text(out_dir / "train_result.json", result.model_dump_json(indent=2) + "\n")
     write_model_card(out_dir, cfg, base, run_dirs, result)
     return result

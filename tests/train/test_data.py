@@ -11,7 +11,8 @@ import pytest
 
 from gecko_factory.schemas import FRET_SCHEMA, PARAGRAPH_SCHEMA
 from gecko_factory.testing.fake_run import make_version, write_corpus
-from gecko_factory.train.data import Triples, load_triples, scan_run, teacher_logits
+from gecko_factory.train.data import (Triples, copied_share, load_triples, scan_run,
+                                      teacher_logits)
 from gecko_factory.train.model import format_document, text_format
 
 
@@ -138,3 +139,41 @@ def test_load_triples_takes_the_train_fraction(run_dir):
     everything = load_triples([run_dir], "train", val_fraction=0.0)
     assert len(everything) == 2
     assert len(load_triples([run_dir], "train", val_fraction=0.0, train_fraction=1e-9)) == 0
+
+
+def test_copied_share_by_hand():
+    passage = "Mitochondria divide by fission. Their DNA is inherited from the mother alone."
+    assert copied_share("their DNA is inherited from the mother", passage) == 1.0  # case, punct.
+    # 4 of 6 words in one run ("is inherited from the"); "maternally" and "genes" are not there
+    assert copied_share("genes is inherited from the maternally", passage) == pytest.approx(4 / 6)
+    assert copied_share("how do mitochondria split", passage) == pytest.approx(1 / 4)
+    assert copied_share("", passage) == 0.0
+
+
+def test_queries_copied_from_their_seed_are_left_out_and_counted(tmp_path):
+    run = tmp_path / "run"
+    (run / "shards").mkdir(parents=True)
+    texts = {"s0": "Coral reefs bleach when the water warms by one degree for a month.",
+             "s1": "Honey bees navigate by the sun and by polarised light on cloudy days.",
+             "s2": "Glaciers in the Alps lost a tenth of their volume in two summers."}
+    pq.write_table(pa.Table.from_pylist([{"id": i, "title": "", "text": t} for i, t in texts.items()],
+                                        schema=PARAGRAPH_SCHEMA), run / "corpus.parquet")
+    base = {"task_type": "retrieval", "task": "find", "relabelled": False, "judge_mode": "two_prompt",
+            "fusion": "rrf", "llm_model": "w", "judge_model": "j", "prompt_version": "v",
+            "candidates": [], "negative_title": "", "positive_title": ""}
+
+    def row(eid, seed, query, positive, negative):
+        return base | {"example_id": eid, "seed_id": seed, "query": query, "positive_id": positive,
+                       "positive_text": texts[positive], "negative_id": negative,
+                       "negative_text": texts[negative]}
+
+    rows = [row("e0", "s0", "coral reefs bleach when the water warms", "s0", "s1"),  # copied
+            row("e1", "s0", "what makes corals lose their colour", "s0", "s2"),  # its own words
+            row("e2", "s1", "Honey bees navigate by the sun and by polarised light", "s2", "s0"),
+            row("e3", "s2", "glaciers alps", "s2", "s1")]  # keywords: 2 words, never a copy
+    # e2 was relabelled: its seed s1 is neither its positive nor its negative (the corpus has it)
+    pq.write_table(pa.Table.from_pylist(rows, schema=FRET_SCHEMA), run / "shards" / "part-00000.parquet")
+    got = load_triples([run], "train", val_fraction=0.0, max_query_copy=0.8)
+    assert [q.split("query: ")[1] for q in got.queries] == [rows[1]["query"], rows[3]["query"]]
+    assert got.left_out == {"copied_query": 2}
+    assert len(load_triples([run], "train", val_fraction=0.0)) == 4  # None: all kept
