@@ -146,6 +146,16 @@ def test_distillation_trains_and_is_recorded(tiny_model, run_dir, tmp_path):
         _config(tiny_model, tmp_path, contrastive_weight=0.0)
 
 
+def test_copied_queries_left_out_are_in_the_result_and_the_card(tiny_model, run_dir, tmp_path):
+    # "what is known about deep sea fish (k)?": 4 of its 8 words are one run of its paragraph;
+    # the other topics' queries copy 3 of 7 (0.43)
+    result = train(_config(tiny_model, tmp_path / "m", max_steps=2, max_query_copy=0.45),
+                   [run_dir])
+    assert result.examples_left_out == {"copied_query": 4} and result.n_train + result.n_val == 44
+    assert "Examples left out: 4 whose query copies at least 45% of its words" in (
+        tmp_path / "m" / "README.md").read_text()
+
+
 FAKE_DEV = SimpleNamespace(name="fake-dev", queries={"q": "?"})  # dev_ndcg is replaced too
 
 
