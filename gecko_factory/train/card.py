@@ -82,16 +82,19 @@ def selection_lines(result: TrainResult) -> list[str]:
     return lines + [""]
 
 
-def prompts_text(cfg: TrainConfig, base: str) -> str:
-    if cfg.prompt_format == "gecko":
+def prompts_text(cfg: TrainConfig, base: str, exported_base: bool) -> str:
+    """The format the saved prompts give: the base's own when the export is the base."""
+    if cfg.prompt_format == "gecko" and not exported_base:
         return ("Prompts (Gecko's): queries `task: {task} | query: {query}`, documents "
                 "`title: {title or none} | text: {text}` (saved in "
                 "config_sentence_transformers.json).")
     from gecko_factory.evaluate import saved_prompts  # torch: only when a card is written
 
     own = saved_prompts(Path(base))
+    how = ("saved with the base's weights" if exported_base
+           else "trained in that format, without the FRet task")
     return ("Prompts: the base model's own, " + (f"`{own}`" if own else "none (the raw query, "
-            "documents `{title} {text}`)") + "; trained in that format, without the FRet task.")
+            "documents `{title} {text}`)") + f"; {how}.")
 
 
 def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Sequence[str | Path],
@@ -102,7 +105,8 @@ def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Seque
              f"# {out_dir.name}", "",
              f"Fine-tuned from `{base}` on FRet data made by gecko-factory "
              f"({datetime.now(timezone.utc):%Y-%m-%d}). Objective: {objective_text(cfg)}.", "",
-             prompts_text(cfg, base), "", "## Data lineage", "",
+             prompts_text(cfg, base, result.selection is not None
+                          and result.selection.selected_step == 0), "", "## Data lineage", "",
              "| run dir | shards | manifest.json sha256 |", "|---|---|---|"]
     for run_dir in run_dirs:
         manifest = Path(run_dir) / "manifest.json"

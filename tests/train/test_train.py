@@ -248,6 +248,7 @@ def test_a_noise_sized_dev_win_exports_the_base_unless_the_margin_is_zero(
         assert "stays the best" in caplog.text and "NOT BETTER THAN THE BASE" in card
         assert "by more than 1 paired SE" in card
         assert "The best trained step on dev, 4, read 0.5200 (+0.0200, paired SE 0.0302)" in card
+        assert "Prompts: the base model's own, none" in card and "saved with the base's" in card
         assert all(torch.equal(a, b) for a, b in zip(_weights(tiny_model).values(),
                                                      _weights(out).values()))
     else:
