@@ -18,9 +18,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.train import train_flow
+from gecko_factory.evaluate import EvalReport, gain_se
 from gecko_factory.experiment import (ARMS, ArmResult, best_arm, check_arms, report, run_data,
                                       scores_by_dim)
-from gecko_factory.evaluate import EvalReport, gain_se
 from gecko_factory.files import atomic_write_text
 from tasks.train_tasks import base_model_of, eval_task, report_task, resolved
 
@@ -41,7 +41,7 @@ def _scifact_test(model: str, scifact_zip: str | None, dims: list[int]) -> dict:
     return report_
 
 
-def test_gain_se(base: dict, test: dict, dims: list[int]) -> dict[int, float]:
+def _test_gain_ses(base: dict, test: dict, dims: list[int]) -> dict[int, float]:
     """Per dim, the paired SE of the test nDCG@10 gain over the base (same queries)."""
     base_, test_ = EvalReport.model_validate(base), EvalReport.model_validate(test)
     ses = {d: gain_se(base_, test_, d) for d in dims}
@@ -69,7 +69,7 @@ def _arm(run_dir: str, data: str, out_root: Path, arm: str, seed: int, fraction:
                            dev_best_trained=sel.get("dev_best_trained"),
                            dev_best_trained_se=sel.get("dev_best_trained_se"),
                            test=scores_by_dim(test),
-                           test_gain_se=test_gain_se(base, test, dims))
+                           test_gain_se=_test_gain_ses(base, test, dims))
     arm_result.save()
     return arm_result
 
