@@ -228,7 +228,8 @@ def gain_se(base: EvalReport, tuned: EvalReport, dim: int) -> float | None:
 def compare_markdown(base: EvalReport, tuned: EvalReport) -> str:
     """Side-by-side nDCG@10 / Recall@100 per dim, with the change and its paired SE."""
     lines = [f"{base.dataset}: `{base.model}` (base) vs `{tuned.model}` (fine-tuned)", "",
-             "| dim | nDCG@10 base | nDCG@10 tuned | Δ | paired SE | R@100 base | R@100 tuned | Δ |",
+             "| dim | nDCG@10 base | nDCG@10 tuned | Δ | paired SE | R@100 base | R@100 tuned "
+             "| Δ |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base_by_dim = {s.dim: s for s in base.scores}
     for t in tuned.scores:
@@ -236,8 +237,9 @@ def compare_markdown(base: EvalReport, tuned: EvalReport) -> str:
         if b is None:
             continue
         se = gain_se(base, tuned, t.dim)
+        se_cell = "–" if se is None else f"{se:.4f}"
         lines.append(f"| {t.dim} | {b.ndcg_at_10:.4f} | {t.ndcg_at_10:.4f} | "
-                     f"{t.ndcg_at_10 - b.ndcg_at_10:+.4f} | {'–' if se is None else f'{se:.4f}'} | "
+                     f"{t.ndcg_at_10 - b.ndcg_at_10:+.4f} | {se_cell} | "
                      f"{b.recall_at_100:.4f} | {t.recall_at_100:.4f} | "
                      f"{t.recall_at_100 - b.recall_at_100:+.4f} |")
     return "\n".join(lines)

@@ -130,8 +130,8 @@ def report(base_test: dict[int, dict[str, float]], results: list[ArmResult], dim
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     lines.append("| " + " | ".join([ARM_TITLES["base"], "–"]
                                    + [f"{base_test[d]['ndcg_at_10']:.4f}" for d in dims]
-                                   + ["–", f"{base_test[full]['recall_at_100']:.4f}", "–", "–",
-                                      "–"]) + " |")
+                                   + ["–", f"{base_test[full]['recall_at_100']:.4f}"]
+                                   + ["–"] * 3) + " |")
     groups: dict[tuple[str, float], list[ArmResult]] = {}
     for r in results:
         groups.setdefault((r.arm, r.train_fraction), []).append(r)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from gecko_factory.train.data import MIN_COPY_WORDS, _words, copied_share
+from gecko_factory.train.data import MIN_COPY_WORDS, copied_share, words_of
 
 
 def main(run_dir: Path) -> None:
@@ -24,8 +24,9 @@ def main(run_dir: Path) -> None:
     corpus = pl.read_parquet(run_dir / "corpus.parquet", columns=["id", "title", "text"])
     seed = {i: f"{t or ''} {x}" for i, t, x in corpus.iter_rows()}
     frame = rows.with_columns(
-        pl.Series("share", [copied_share(q, seed[s]) for s, q in zip(rows["seed_id"], rows["query"])]),
-        pl.Series("words", [len(_words(q)) for q in rows["query"]]))
+        pl.Series("share", [copied_share(q, seed[s])
+                            for s, q in zip(rows["seed_id"], rows["query"])]),
+        pl.Series("words", [len(words_of(q)) for q in rows["query"]]))
     dropped = (pl.col("share") >= 0.8) & (pl.col("words") >= MIN_COPY_WORDS)
     print(f"{len(frame)} rows of {run_dir}")
     for limit in (0.5, 0.8, 1.0):

@@ -167,7 +167,8 @@ def load_triples(
 MIN_COPY_WORDS = 5
 
 
-def _words(text: str) -> list[str]:
+def words_of(text: str) -> list[str]:
+    """Lower-cased words, punctuation dropped: what `copied_share` compares."""
     return re.findall(r"\w+", text.lower())
 
 
@@ -176,7 +177,7 @@ def copied_share(query: str, passage: str) -> float:
     of the query's words (case and punctuation ignored). A writer that lifts a sentence out of the
     seed (16 % of the SciFact run's queries entirely, 35 % for >= 80 % of their words) makes an
     example that surface overlap solves: it teaches lexical matching, unlike a real query."""
-    q, p = _words(query), _words(passage)
+    q, p = words_of(query), words_of(passage)
     if not q or not p:
         return 0.0
     match = SequenceMatcher(None, q, p, autojunk=False).find_longest_match(0, len(q), 0, len(p))
@@ -200,7 +201,7 @@ def _drop_copied_queries(frame: pl.DataFrame, run_dir: Path, limit: float, count
                 if r["seed_id"] == r[side + "_id"] else corpus.get(r["seed_id"]))
         if seed is None:
             counts["seed_text_missing"] += 1  # kept: nothing to compare with
-        copied = (seed is not None and len(_words(r["query"])) >= MIN_COPY_WORDS
+        copied = (seed is not None and len(words_of(r["query"])) >= MIN_COPY_WORDS
                   and copied_share(r["query"], seed) >= limit)
         if copied:
             counts["copied_query"] += 1

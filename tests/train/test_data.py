@@ -156,10 +156,10 @@ def test_queries_copied_from_their_seed_are_left_out_and_counted(tmp_path):
     texts = {"s0": "Coral reefs bleach when the water warms by one degree for a month.",
              "s1": "Honey bees navigate by the sun and by polarised light on cloudy days.",
              "s2": "Glaciers in the Alps lost a tenth of their volume in two summers."}
-    pq.write_table(pa.Table.from_pylist([{"id": i, "title": "", "text": t} for i, t in texts.items()],
-                                        schema=PARAGRAPH_SCHEMA), run / "corpus.parquet")
-    base = {"task_type": "retrieval", "task": "find", "relabelled": False, "judge_mode": "two_prompt",
-            "fusion": "rrf", "llm_model": "w", "judge_model": "j", "prompt_version": "v",
+    corpus = [{"id": i, "title": "", "text": t} for i, t in texts.items()]
+    pq.write_table(pa.Table.from_pylist(corpus, schema=PARAGRAPH_SCHEMA), run / "corpus.parquet")
+    base = {"task_type": "retrieval", "task": "find", "relabelled": False,
+            "judge_mode": "two_prompt", "fusion": "rrf", "llm_model": "w", "judge_model": "j", "prompt_version": "v",
             "candidates": [], "negative_title": "", "positive_title": ""}
 
     def row(eid, seed, query, positive, negative):
@@ -172,7 +172,8 @@ def test_queries_copied_from_their_seed_are_left_out_and_counted(tmp_path):
             row("e2", "s1", "Honey bees navigate by the sun and by polarised light", "s2", "s0"),
             row("e3", "s2", "glaciers alps", "s2", "s1")]  # keywords: 2 words, never a copy
     # e2 was relabelled: its seed s1 is neither its positive nor its negative (the corpus has it)
-    pq.write_table(pa.Table.from_pylist(rows, schema=FRET_SCHEMA), run / "shards" / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=FRET_SCHEMA),
+                   run / "shards" / "part-00000.parquet")
     got = load_triples([run], "train", val_fraction=0.0, max_query_copy=0.8)
     assert [q.split("query: ")[1] for q in got.queries] == [rows[1]["query"], rows[3]["query"]]
     assert got.left_out == {"copied_query": 2}
