@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from gecko_factory.evaluate import DatasetUnavailable, EvalReport, compare_markdown, evaluate, load_scifact
-from gecko_factory.train.card import NOT_BETTER, add_eval_to_model_card, selection_lines
+from gecko_factory.train.card import add_eval_to_model_card, selection_lines
 from gecko_factory.train.train import TrainConfig, train
 
 
@@ -69,12 +69,7 @@ def train_task(run_dirs: list[str], config: dict, resume: bool = True) -> dict:
         lines = selection_lines(result)
         create_markdown_artifact(key="train-selection", markdown="\n".join(lines),
                                  description="model selection: base vs the exported step")
-        if not result.selection.beat_base:
-            get_run_logger().warning(
-                "%s: no step beat the base model on %s%s; the export is step %d's weights%s",
-                NOT_BETTER, result.selection.dev or "the validation loss",
-                result.selection.margin_text(), result.selection.selected_step,
-                " (the base's)" if result.selection.selected_step == 0 else "")
+        # NOT BETTER THAN THE BASE: train.py's WARNING, which progress_to_run_logs brings here
     return result.model_dump()
 
 

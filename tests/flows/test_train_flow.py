@@ -113,8 +113,10 @@ def test_training_progress_reaches_the_run_logs(tiny_fret_run, tiny_model, prefe
 
     from flows.train import train_flow
 
+    # lr 0: the weights stay the base's, so no step beats it and the run says so
     state = train_flow(run_dirs=[str(tiny_fret_run)], out_dir=str(tmp_path / "model"),
                        base_model=tiny_model, batch_size=8, max_steps=2, evaluate_scifact=False,
+                       lr=0.0,
                        options={"log_every": 1, "eval_every": 1, "max_seq_len": 32,
                                 "dims": [32, 16], "val_fraction": 0.2, "select": "val_loss"},
                        return_state=True)
@@ -126,6 +128,8 @@ def test_training_progress_reaches_the_run_logs(tiny_fret_run, tiny_model, prefe
     messages = [log.message for log in logs]
     assert any(m.startswith("step 1/2: loss") for m in messages), messages
     assert any(m.startswith("step 2: validation loss") for m in messages), messages
+    warnings = [log for log in logs if "NOT BETTER THAN THE BASE" in log.message]
+    assert len(warnings) == 1 and warnings[0].level == logging.WARNING, messages  # said once
     # Outside the task the library's loggers are as they were: nothing is left attached.
     train_logger = logging.getLogger("gecko_factory.train")
     assert train_logger.level == logging.NOTSET and train_logger.propagate
