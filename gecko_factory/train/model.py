@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -58,13 +59,17 @@ class TextFormat:
     prompts: dict[str, str]
     gecko: bool  # Gecko's format: each example's own task in its query
 
+    @cached_property
+    def _formats(self) -> tuple[str, str]:  # read once, not for each of thousands of texts
+        return prompt_formats(self.prompts)
+
     def query(self, task: str, query: str) -> str:
-        return format_query(task, query) if self.gecko else prompt_formats(self.prompts)[0] + query
+        return format_query(task, query) if self.gecko else self._formats[0] + query
 
     def document(self, title: str | None, text: str) -> str:
         if self.gecko:
             return format_document(title, text)
-        return document_text(prompt_formats(self.prompts)[1], title, text)
+        return document_text(self._formats[1], title, text)
 
 
 GECKO_FORMAT = TextFormat(default_prompts(), gecko=True)
