@@ -67,6 +67,8 @@ def _train(run_dirs: list[Path], out: Path, dims: Optional[str], evaluate_scifac
             raise typer.Exit(1)
     quiet_prefect()
     from flows.train import train_flow
+    from gecko_factory.train.card import NOT_BETTER
+    from gecko_factory.train.select import Selection
 
     result = train_flow(run_dirs=[str(d) for d in run_dirs], out_dir=str(out),
                         evaluate_scifact=evaluate_scifact,
@@ -74,15 +76,14 @@ def _train(run_dirs: list[Path], out: Path, dims: Optional[str], evaluate_scifac
     t = result["train"]
     Console().print(f"trained {t['steps']} steps on {t['n_train']:,} examples in {t['seconds']:.0f}s "
                     f"({t['examples_per_second']:.1f} examples/s) → {t['out_dir']}")
-    sel = t.get("selection")
-    if sel and sel["dev_base"] is not None:
-        Console().print(f"dev nDCG@10 ({sel['dev']}): base {sel['dev_base']:.4f}, exported (step "
-                        f"{sel['selected_step']}) {sel['dev_selected']:.4f}", markup=False)
-    if sel and not sel["beat_base"]:
-        margin = f" by more than {sel['margin_se']:g} paired SE" if sel.get("margin_se") else ""
-        console.print("[yellow]warning:[/yellow] NOT BETTER THAN THE BASE: no step beat the base "
-                      f"model{margin}; the export is step {sel['selected_step']}'s weights"
-                      + (" (the base's)" if sel["selected_step"] == 0 else ""))
+    sel = Selection.model_validate(t["selection"]) if t.get("selection") else None
+    if sel and sel.dev_base is not None:
+        Console().print(f"dev nDCG@10 ({sel.dev}): base {sel.dev_base:.4f}, exported (step "
+                        f"{sel.selected_step}) {sel.dev_selected:.4f}", markup=False)
+    if sel and not sel.beat_base:
+        console.print(f"[yellow]warning:[/yellow] {NOT_BETTER}: no step beat the base "
+                      f"model{sel.margin_text()}; the export is step {sel.selected_step}'s weights"
+                      + (" (the base's)" if sel.selected_step == 0 else ""))
     if "eval" in result:
         Console().print(result["eval"]["table"], markup=False)
 

@@ -67,8 +67,8 @@ def test_train_hands_the_options_it_was_given_to_the_flow(run_folder, monkeypatc
         calls.append(kwargs)
         return {"train": {"steps": 1, "n_train": 8, "seconds": 1.0, "examples_per_second": 8.0,
                           "out_dir": kwargs["out_dir"],
-                          "selection": {"dev": None, "dev_base": None, "selected_step": 0,
-                                        "beat_base": False}}}
+                          "selection": {"metric": "val_loss", "base": 0.9, "selected": 0.9,
+                                        "selected_step": 0, "beat_base": False}}}
 
     monkeypatch.setattr(flows.train, "train_flow", fake_flow)
     out = CliRunner().invoke(app, ["train", str(run_folder), "--out", "m", "--epochs", "3",
