@@ -16,7 +16,7 @@ set against that window is the fraction of the machine the factory gets (> 1 is 
 prefix cache computes fewer tokens than are sent). Per judge form; the ratio is the default
 (two-prompt) form's fraction of the limit.
 
-    python bench/embedded.py [--seeds 4] [--candidates 5] [--forms two_prompt,one_pass] [--json out.json]
+    python bench/embedded.py [--seeds 4] [--candidates 5] [--forms two_prompt,shared_prefix,one_pass] [--json out.json]
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--candidates", type=int, default=5)
-    ap.add_argument("--forms", default="two_prompt,one_pass")
+    ap.add_argument("--forms", default="two_prompt,shared_prefix,one_pass")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()

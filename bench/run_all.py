@@ -44,7 +44,7 @@ PLAN: dict[str, tuple[list[str], int]] = {
     "scale": (["--sizes", "10000,30000,100000", "--seeds", "200", "--candidates", "5"], 480),
     "train": ([], 300),
     # ~6 min: 4 seeds written by the real 0.5B and judged by the 1.5B, in each judge form
-    "embedded": (["--seeds", "4", "--forms", "two_prompt,one_pass"], 900),
+    "embedded": (["--seeds", "4", "--forms", "two_prompt,shared_prefix,one_pass"], 900),
 }
 TOTAL_BUDGET_S = 30 * 60
 

@@ -102,7 +102,8 @@ def worker(args) -> None:
     from gecko_factory.config import FretConfig
     from gecko_factory.corpus import CorpusSpec
     from gecko_factory.embed import Encoder
-    from gecko_factory.shard_pipeline import ShardJob, prompt_versions, run_shard
+    from gecko_factory.shard_pipeline import ShardJob, run_shard
+    from gecko_factory.templates import prompt_versions
     from gecko_factory.index import IndexRequest, build_index
     from gecko_factory.llm.settings import LLMSettings
     from gecko_factory.plan import RunPlan, plan_run
@@ -112,7 +113,7 @@ def worker(args) -> None:
     if args.phase == "prepare":
         cfg = FretConfig(corpus=CorpusSpec(path=args.corpus), limit=args.seeds, shard_size=args.shard_size,
                          candidates=args.candidates, encoder=args.encoder, llm_model="scripted",
-                         prompt_versions=prompt_versions())
+                         prompt_versions=prompt_versions("one_pass"))
         figures.update(paragraphs=args.size, rss_start_mib=rss_mib("VmRSS"))
         reset_peak()
         t0 = time.perf_counter()

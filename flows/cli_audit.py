@@ -23,8 +23,8 @@ def audit(
     limit: Optional[int] = typer.Option(100, help="the first N queries of the split (0: all)"),
     out: Path = typer.Option(Path("runs/audit"), help="audit folder: judged records, audit.json, audit.md"),
     candidates: int = typer.Option(5, help="N candidates judged per query (make run: 5; Gecko: 20)"),
-    judge_mode: str = typer.Option("two_prompt", help="two_prompt | one_pass | auto (audit both, "
-                                   "pick the cheapest within a point of the best)"),
+    judge_mode: str = typer.Option("two_prompt", help="two_prompt | one_pass | shared_prefix | auto "
+                                   "(audit each, pick the cheapest within a point of the best)"),
     fusion: Optional[str] = typer.Option(None, help="the run's fusion (default: the factory's), e.g. rrf, "
                                          "rrf+keep_seed, wrrf:retrieval=1,ql=1,rc=0"),
     also: list[str] = typer.Option([], "--also", help="another fusion to score (repeatable)"),

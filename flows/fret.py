@@ -24,13 +24,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from gecko_factory.config import FretConfig
-from gecko_factory.shard_pipeline import prompt_versions
 from gecko_factory.llm.budget import BudgetExhausted
 from gecko_factory.llm.runtime import LLMRuntime, get_runtime
 from gecko_factory.llm.settings import client_settings
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.lock import run_lock
 from gecko_factory.options import RunOptions
+from gecko_factory.templates import prompt_versions
 from tasks.artifacts import ProgressArtifact, publish_task
 from tasks.fret_tasks import index_task, manifest_task, plan_task, probe_task, shard_retries, shard_task
 from tasks.llm_endpoint import llm_endpoint
@@ -148,7 +148,8 @@ def fret_config(options: RunOptions, settings: LLMSettings) -> FretConfig:
     """The run's recipe: its options, the models the LLM settings name, the prompts' versions.
     The refresh builds its reuse hash and the audit its judge with it too, so all three always
     agree on what the recipe is."""
-    return FretConfig.from_options(options, settings.model, settings.judge_model, prompt_versions())
+    return FretConfig.from_options(options, settings.model, settings.judge_model,
+                                   prompt_versions(options.judge_mode))
 
 
 def trigger_training(run_dir: str, train_params: dict) -> dict:

@@ -7,6 +7,12 @@ Entry point: `judge(client, query, candidates, mode, passage_chars) -> list[Judg
   followed by the yes/no question ending in " Yes", through prompt log-probs (completions `echo`
   + `logprobs`). Its QL equals the two-prompt QL; only RC is read from another prompt.
 - `two_prompt` is Gecko's form: a QL prompt and a separate RC prompt (chat, top log-probs).
+- `shared_prefix`: the QL prompt and an RC prompt that begins with the same passage line, sent
+  as one request of two prompts, so a server's prefix cache computes the passage once (the
+  two-prompt form sends it twice: its RC chat puts the query first). Its RC is log P(" Yes")
+  read as a prompt log-prob, as in one_pass, but its prompt asks the question without the QL
+  line's claim that the passage answers the query — a claim that one_pass's RC reads before
+  answering and that makes every passage look relevant.
 - `rc_only` is for servers without prompt log-probs (OpenAI's chat models): RC alone, recorded.
 The judge only scores; which candidate becomes the positive and which the hard negative is
 fusion.py's (a pure function of these scores, so an audit can replay every fusion on them).
@@ -30,7 +36,8 @@ from gecko_factory.mine import Candidate
 from gecko_factory.templates import load_template
 
 TEMPLATE = "judge_v1"
-JudgeMode = Literal["one_pass", "two_prompt", "rc_only"]
+SHARED_TEMPLATE = "judge_shared_v1"  # templates.judge_templates: what shapes each form's scores
+JudgeMode = Literal["one_pass", "two_prompt", "shared_prefix", "rc_only"]
 RC_TOP_LOGPROBS = 10  # alternatives read at the RC answer token ("Yes", " yes", ... all count)
 YES_FLOOR = -30.0  # RC when "Yes" is not even among the top log-probs of the answer
 _ALNUM = re.compile(r"[^0-9a-z]+")
@@ -78,6 +85,12 @@ def one_pass_prompt(passage: str, query: str) -> tuple[str, str]:
     return ql, ql + load_template(TEMPLATE).sections["one_pass_question"]
 
 
+def shared_prefix_prompts(passage: str, query: str) -> tuple[str, str]:
+    """(QL prompt, RC prompt), both starting with the line "Passage: {passage}" (tests pin it)."""
+    return ql_prompt(passage, query), load_template(SHARED_TEMPLATE).render(
+        "relevance", passage=passage, query=query)
+
+
 def query_span(ql_prompt: str, query: str) -> tuple[int, int]:
     """Character span QL sums over: the query and its end of line (see `ql_prompt`)."""
     return len(ql_prompt) - len(query) - 1, len(ql_prompt)
@@ -90,6 +103,14 @@ async def _one_pass(client: LLMClient, query: str, passage: str) -> tuple[float,
     ql = scores.span(*span)
     rc = scores.span(len(prompt) - len("Yes"), len(prompt))
     return ql, rc
+
+
+async def _shared_prefix(client: LLMClient, query: str, passage: str) -> tuple[float, float]:
+    ql_text, rc_text = shared_prefix_prompts(passage, query)
+    span = query_span(ql_text, query)
+    answer = len(rc_text) - len("Yes")
+    ql, rc = await client.prompt_logprobs_many([ql_text, rc_text], [span[0], answer])
+    return ql.span(*span), rc.span(answer, len(rc_text))
 
 
 async def _query_likelihood(client: LLMClient, query: str, passage: str) -> float:
@@ -117,6 +138,8 @@ async def _relevance(client: LLMClient, query: str, passage: str) -> float:
 async def _score(client: LLMClient, mode: JudgeMode, query: str, passage: str) -> tuple[float | None, float]:
     if mode == "one_pass":
         return await _one_pass(client, query, passage)
+    if mode == "shared_prefix":
+        return await _shared_prefix(client, query, passage)
     if mode == "two_prompt":
         ql, rc = await gather_all(_query_likelihood(client, query, passage),
                                   _relevance(client, query, passage))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gecko_factory.fusion import FusionConfig
 
-JudgeForm = Literal["two_prompt", "one_pass"]
+JudgeForm = Literal["two_prompt", "one_pass", "shared_prefix"]
 # Where shard tasks run without a Dask address; see `task_runner`.
 LOCAL_RUNNERS = ("threads", "dask")
 
@@ -36,10 +36,11 @@ class RunOptions(BaseModel):
     # Two-prompt (Gecko's form) by default: the one-pass form costs half the judge calls and
     # tokens, but with the embedded 0.5B judge it picks Gecko's positive in too few examples to
     # stand in for it (BENCHMARKS.md, judge_cost). With a strong judge, measure and pick one_pass.
-    judge_mode: Literal["two_prompt", "one_pass", "auto"] = Field(
+    judge_mode: Literal["two_prompt", "one_pass", "shared_prefix", "auto"] = Field(
         default="two_prompt", description="two_prompt (Gecko: a QL and an RC prompt per candidate) | "
-        "one_pass (both from one pass: half the calls) | auto (audit both, take the cheapest within a "
-        "point of the best)")
+        "one_pass (both from one pass: half the calls) | shared_prefix (a QL and an RC prompt that "
+        "share the passage, in one request: a prefix cache computes it once) | auto (audit each, "
+        "take the cheapest within a point of the best)")
     negative: Literal["lowest", "random"] = Field(default="lowest", description="hard negative: lowest | random")
     fusion: str | None = Field(default=None, description="how the positive is chosen: rrf (Gecko) | "
                                "rrf+keep_seed | wrrf:retrieval=W,ql=W,rc=W[+keep_seed] (default: the "

@@ -67,7 +67,7 @@ class FretRow:
     negative_text: str
     relabelled: bool  # the positive is not the seed
     candidates: list[FretCandidate]
-    judge_mode: str  # one_pass | two_prompt | rc_only
+    judge_mode: str  # one_pass | two_prompt | shared_prefix | rc_only
     fusion: str  # FusionConfig.spec(), e.g. rrf+keep_seed
     llm_model: str  # wrote the task and query
     judge_model: str  # scored the candidates

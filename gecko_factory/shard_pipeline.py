@@ -38,7 +38,6 @@ from gecko_factory.progress import SeedProgress
 from gecko_factory.schemas import FretCandidate, FretRow, ShardStats
 from gecko_factory.shards import commit_shard, done_marker, hash_ids, record_failure, shard_config_hash
 from gecko_factory.synthesize import REJECTED, SynthesisResult, Synthesized, synthesize_one
-from gecko_factory.templates import load_template
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +73,6 @@ class ShardReport:
 
     def as_dict(self) -> dict:
         return {"shard": self.shard, "status": self.status, "rows": self.rows, **self.stats.as_dict()}
-
-
-def prompt_versions() -> dict[str, str]:
-    return {name: load_template(name).version for name in ("synthesize_v1", "judge_v1")}
 
 
 def example_id(seed_id: str, task: str, query: str) -> str:

@@ -47,3 +47,23 @@ def load_template(name: str) -> Template:
     sections = {k: v.rstrip("\n") for k, v in sections.items()}
     digest = sha256_hex(raw, length=8)
     return Template(name=name, version=f"{name}@{digest}", sections=sections)
+
+
+# The templates that shape each judge form's scores: what a recipe's and an audit's identity
+# carry for the judge, so an edit to any of them invalidates the shards and audits it shaped.
+_JUDGE_TEMPLATES = {"shared_prefix": ("judge_v1", "judge_shared_v1")}
+
+
+def judge_templates(judge_mode: str) -> tuple[str, ...]:
+    return _JUDGE_TEMPLATES.get(judge_mode, ("judge_v1",))
+
+
+def prompt_versions(judge_mode: str) -> dict[str, str]:
+    """A recipe's prompt versions: the writer's template and those of its judge form."""
+    return {name: load_template(name).version for name in ("synthesize_v1", *judge_templates(judge_mode))}
+
+
+def judge_prompt_version(prompt_versions: dict[str, str], judge_mode: str) -> str:
+    """The judge's prompt version in a recipe's `prompt_versions` (one template's version for
+    the forms that read judge_v1 alone, as audits have always recorded it)."""
+    return "+".join(prompt_versions.get(name, "") for name in judge_templates(judge_mode))

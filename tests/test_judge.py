@@ -2,7 +2,9 @@ import math
 
 import pytest
 
-from gecko_factory.judge import one_pass_prompt, ql_prompt, query_span, text_key, yes_logprob
+from gecko_factory.judge import (one_pass_prompt, ql_prompt, query_span, shared_prefix_prompts, text_key,
+                                 yes_logprob)
+from gecko_factory.testing.scripted_server import prompt_scores
 
 
 def test_yes_logprob_sums_variants_and_floors():
@@ -23,3 +25,45 @@ def test_one_pass_prompt_extends_the_ql_prompt_whose_text_is_pinned():
     assert one_pass_prompt("PASSAGE", "QUERY") == (
         ql, ql + "Does the passage answer the query? Answer: Yes")
     assert ql[slice(*query_span(ql, "QUERY"))] == "QUERY\n"
+
+
+def test_shared_prefix_prompts_begin_with_the_same_passage_line_and_rc_asks_without_a_claim():
+    ql, rc = shared_prefix_prompts("PASSAGE", "QUERY")
+    assert ql == ql_prompt("PASSAGE", "QUERY")  # the same QL as every other form
+    assert rc == ("Passage: PASSAGE\nQuery: QUERY\n"
+                  "Does the passage answer the query? Answer Yes or No.\nAnswer: Yes")
+    shared = "Passage: PASSAGE\n"
+    assert ql.startswith(shared) and rc.startswith(shared)
+    assert "this passage answers" not in rc  # one_pass's RC reads that claim before answering
+
+
+def test_the_shared_prefix_form_scores_one_request_per_candidate_as_its_parts_would(scripted_server):
+    """Through real HTTP: QL is the QL prompt's query span, RC the final " Yes" of the RC prompt,
+    both from one completions request holding the two prompts."""
+    import asyncio
+
+    from gecko_factory.corpus import Paragraph
+    from gecko_factory.judge import judge
+    from gecko_factory.llm.client import LLMClient
+    from gecko_factory.llm.settings import LLMSettings
+    from gecko_factory.mine import Candidate
+
+    paragraphs = [Paragraph("a", "", "the tower in paris is made of iron"),
+                  Paragraph("b", "", "plants turn sunlight into sugar")]
+    cands = [(Candidate(p.id, i + 1, 0.5), p) for i, p in enumerate(paragraphs)]
+
+    async def go(mode):
+        client = LLMClient(LLMSettings(_env_file=None, model="scripted"), scripted_server.base_url)
+        try:
+            return await judge(client, "iron tower paris", cands, mode, 2000), client.usage.calls
+        finally:
+            await client.aclose()
+
+    shared, calls = asyncio.run(go("shared_prefix"))
+    two_prompt, two_calls = asyncio.run(go("two_prompt"))
+    assert calls == len(cands) and two_calls == 2 * len(cands)
+    assert [j.ql for j in shared] == [j.ql for j in two_prompt]  # the same QL prompt
+    for j, p in zip(shared, paragraphs):
+        rc = shared_prefix_prompts(p.text, "iron tower paris")[1]
+        assert j.rc == prompt_scores(rc)[1][-1]  # the scripted log P(Yes) of that very prompt
+    assert shared[0].rc > shared[1].rc

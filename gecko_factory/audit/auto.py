@@ -1,7 +1,7 @@
 """`--judge-mode auto`: the cheapest judge form that ranks about as well as the best one.
 
 Entry point: `choose_judge_mode(reports, fusion) -> JudgeChoice`. Each form (`one_pass`,
-`two_prompt`) is audited on the same queries; a form qualifies when its precision@1 under the
+`shared_prefix`, `two_prompt`) is audited on the same queries; a form qualifies when its precision@1 under the
 run's fusion is within `TOLERANCE` of the best form's, and the cheapest qualifying form (LLM
 calls per query, then seconds) wins. One point is about one query in a hundred: less than the
 noise of an audit of that size, so a form that costs twice as much must beat it by more.
@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from gecko_factory.audit.report import AuditReport
 
-FORMS = ("one_pass", "two_prompt")  # rc_only is not a choice: it is what a server without log-probs forces
+FORMS = ("one_pass", "shared_prefix", "two_prompt")  # rc_only is not a choice: it is what a server without log-probs forces
 TOLERANCE = 0.01
 FALLBACK = "two_prompt"  # Gecko's form, when nothing was measured
 
@@ -28,7 +28,7 @@ def _cost(report: AuditReport) -> tuple[float, float]:
     c = report.cost
     if c is None:  # every answer came from the cache: calls per query from the form itself
         n = report.identity.get("candidates", 0)
-        return (n if report.identity.get("judge_mode") == "one_pass" else 2 * n), 0.0
+        return (2 * n if report.identity.get("judge_mode") == "two_prompt" else n), 0.0
     return c.calls_per_query, c.seconds_per_query
 
 

@@ -36,6 +36,7 @@ from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.mine import candidates_for, neighbours, with_seed
 from gecko_factory.files import atomic_write_json
 from gecko_factory.hashing import sha256_hex
+from gecko_factory.templates import judge_prompt_version
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def judge_identity(cfg: FretConfig, judge_mode: str, dataset: RetrievalDataset,
             "candidates": cfg.candidates, "judge_mode": judge_mode,
             "judge_passage_chars": cfg.judge_passage_chars, "encoder": cfg.encoder,
             "index": cfg.index.model_dump(), "llm_model": cfg.judge_model or cfg.llm_model,
-            "judge_prompt": cfg.prompt_versions.get("judge_v1", "")}
+            "judge_prompt": judge_prompt_version(cfg.prompt_versions, judge_mode)}
 
 
 def identity_key(identity: dict) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gecko_factory.paths import gecko_home
 from gecko_factory.files import atomic_write_bytes
+from gecko_factory.templates import judge_prompt_version
 
 
 def registry_dir() -> Path:
@@ -55,5 +56,5 @@ def audit_for_run(manifest: dict) -> tuple[dict, str] | None:
     if len(modes) != 1:
         return None  # a run judged in several modes has no one audit
     model = config.get("judge_model") or config.get("llm_model")
-    return find_audit(model, modes[0], (config.get("prompt_versions") or {}).get("judge_v1", ""),
+    return find_audit(model, modes[0], judge_prompt_version(config.get("prompt_versions") or {}, modes[0]),
                       config.get("candidates"))

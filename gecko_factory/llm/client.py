@@ -123,6 +123,7 @@ class LLMClient:
         self.budget = budget
         self.usage = Usage()
         self.json_schema_supported = True
+        self.prompt_lists_supported = True  # several prompts in one completions request
         hint = settings.prompt_logprobs_from
         self.prompt_logprobs_from = (not settings.base_url) if hint is None else hint
         self._max_retries = settings.max_retries if max_retries is None else max_retries
@@ -277,26 +278,53 @@ class LLMClient:
         `from_char`: only the tokens ending after this character are read. The embedded server
         is told (`prompt_logprobs_from`) and computes no logits for the others, which come back
         without log-probs; other servers return them all."""
-        kwargs = dict(model=self.settings.model, prompt=prompt, max_tokens=1, temperature=0.0,
-                      echo=True, logprobs=1)
+        return (await self.prompt_logprobs_many([prompt], [from_char]))[0]
+
+    async def prompt_logprobs_many(self, prompts: list[str], from_chars: list[int]) -> list[PromptLogprobs]:
+        """`prompt_logprobs` of several prompts in ONE completions request (a list `prompt`, as
+        OpenAI's API and vLLM take it), so that prompts sharing a prefix compute it once: the
+        embedded server evaluates the list under one hold of its prefix cache, vLLM's automatic
+        prefix caching sees them together. A server that refuses a list gets them one by one
+        from then on. Each answer is cached under its single prompt's key."""
+        requests = [_echo_request(self.settings.model, p) for p in prompts]
         # the key leaves the hint out: an answer that covers the tokens asked for serves any caller
-        key = request_key("completions", kwargs) if self.cache is not None else ""
+        keys = [request_key("completions", r) if self.cache is not None else "" for r in requests]
         # an answer computed for a later span lacks this one's first tokens
-        if (hit := self._cached(key, lambda h: h.get("from_char", 0) <= from_char)) is not None:
-            return PromptLogprobs(hit["tokens"], hit["logprobs"], hit["offsets"])
-        if self.prompt_logprobs_from and from_char > 0:
-            kwargs["prompt_logprobs_from"] = from_char
-        lp = await self._call("POST", "/completions", kwargs, _parse_echo_logprobs)
-        if lp is None or not lp.get("token_logprobs") or lp.get("text_offset") is None:
-            raise LLMError(f"{self.base_url} returned no prompt log-probs for echo=True")
-        # Keep the prompt's tokens only (the one generated token follows them).
-        offsets = lp["text_offset"]
-        n = sum(1 for off in offsets if off < len(prompt))
-        result = PromptLogprobs(list(lp["tokens"][:n]), list(lp["token_logprobs"][:n]), list(offsets[:n]))
-        self._store(key, "completions", {"tokens": result.tokens, "logprobs": result.logprobs,
-                                         "offsets": result.offsets,
-                                         "from_char": kwargs.get("prompt_logprobs_from", 0)})
-        return result
+        hits = [self.cache.get(k) if self.cache is not None else None for k in keys]
+        if all(h is not None and h.get("from_char", 0) <= f for h, f in zip(hits, from_chars)):
+            self.usage.cache_hits += len(hits)
+            return [PromptLogprobs(h["tokens"], h["logprobs"], h["offsets"]) for h in hits]
+        if len(prompts) > 1 and not self.prompt_lists_supported:
+            return [await self.prompt_logprobs(p, f) for p, f in zip(prompts, from_chars)]
+        body = dict(requests[0], prompt=prompts[0] if len(prompts) == 1 else list(prompts))
+        sent_from = list(from_chars) if self.prompt_logprobs_from else [0] * len(prompts)
+        if any(sent_from):
+            body["prompt_logprobs_from"] = sent_from[0] if len(prompts) == 1 else sent_from
+        try:
+            answers = await self._call("POST", "/completions", body,
+                                       lambda a: _parse_echo_choices(a, len(prompts)))
+        except LLMRequestRejected:
+            if len(prompts) == 1:
+                raise
+            # one by one: a prompt the server rejects alone raises its own error here; if they
+            # all pass, it was the list the server refused
+            each = [await self.prompt_logprobs(p, f) for p, f in zip(prompts, from_chars)]
+            log.warning("%s refuses a list of prompts in one request: sending them one by one "
+                        "(prompts sharing a prefix may compute it twice)", self.base_url)
+            self.prompt_lists_supported = False
+            return each
+        results = []
+        for prompt, lp, key, start in zip(prompts, answers, keys, sent_from):
+            if lp is None or not lp.get("token_logprobs") or lp.get("text_offset") is None:
+                raise LLMError(f"{self.base_url} returned no prompt log-probs for echo=True")
+            # Keep the prompt's tokens only (the one generated token follows them).
+            offsets = lp["text_offset"]
+            n = sum(1 for off in offsets if off < len(prompt))
+            result = PromptLogprobs(list(lp["tokens"][:n]), list(lp["token_logprobs"][:n]), list(offsets[:n]))
+            self._store(key, "completions", {"tokens": result.tokens, "logprobs": result.logprobs,
+                                             "offsets": result.offsets, "from_char": start})
+            results.append(result)
+        return results
 
     def _cached(self, key: str, usable=lambda hit: True) -> dict | None:
         hit = self.cache.get(key) if self.cache is not None else None
@@ -357,11 +385,18 @@ def _parse_chat(answer: dict, top_logprobs: int) -> ChatResult:
         raise MalformedResponse(f"chat answer without choices[0].message ({type(exc).__name__}: {exc})") from None
 
 
-def _parse_echo_logprobs(answer: dict) -> dict | None:
+def _echo_request(model: str, prompt: str) -> dict:
+    """A prompt-log-probs request (its cache key): echo the prompt, generate one token."""
+    return dict(model=model, prompt=prompt, max_tokens=1, temperature=0.0, echo=True, logprobs=1)
+
+
+def _parse_echo_choices(answer: dict, n: int) -> list[dict | None]:
+    """The `logprobs` of each of `n` prompts' choices, in prompt order (choices carry `index`)."""
     try:
         choices = answer["choices"]
-        if not isinstance(choices, list):
-            raise TypeError("choices is not a list")
-        return choices[0].get("logprobs") if choices else None
+        if not isinstance(choices, list) or len(choices) != n:
+            raise TypeError(f"{len(choices) if isinstance(choices, list) else 'no'} choices for {n} prompts")
+        ordered = sorted(choices, key=lambda c: c.get("index", 0)) if n > 1 else choices
+        return [c.get("logprobs") for c in ordered]
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise MalformedResponse(f"completions answer without choices ({type(exc).__name__}: {exc})") from None

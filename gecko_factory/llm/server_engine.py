@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,15 +47,31 @@ class ChatRequest(_Req):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
+Char = Annotated[int, Field(ge=0)]
+
+
 class CompletionRequest(_Req):
-    prompt: str
+    # A list is evaluated in order under one hold of the scoring context, so prompts that share
+    # a prefix (the shared-prefix judge's QL and RC of one candidate) compute it once.
+    prompt: str | list[str]
     max_tokens: int = Field(default=16, ge=0)
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
     # Our extension (other servers ignore or refuse it, so clients send it here only): prompt
-    # tokens that end at or before this character get null log-probs and cost no logits.
-    prompt_logprobs_from: int | None = Field(default=None, ge=0)
+    # tokens that end at or before this character get null log-probs and cost no logits. One
+    # per prompt when the prompt is a list.
+    prompt_logprobs_from: Char | list[Char] | None = None
+
+    def prompts(self) -> list[tuple[str, int | None]]:
+        """(prompt, its prompt_logprobs_from) for each prompt, in order."""
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        froms = self.prompt_logprobs_from
+        if not isinstance(froms, list):
+            froms = [froms] * len(prompts)
+        if not prompts or len(froms) != len(prompts):
+            raise BadRequest(f"{len(prompts)} prompts but {len(froms)} prompt_logprobs_from values")
+        return list(zip(prompts, froms))
 
 
 def _log_softmax(row: np.ndarray) -> np.ndarray:
@@ -148,50 +164,61 @@ class Engine:
             )
 
     def complete(self, req: CompletionRequest) -> dict[str, Any]:
-        tokens = self.tokenize(req.prompt)
-        if not tokens:
-            raise BadRequest("prompt is empty")
-        self._check_room(len(tokens), req.max_tokens)
+        prompts = [(prompt, self.tokenize(prompt), start) for prompt, start in req.prompts()]
+        for _, tokens, _ in prompts:
+            if not tokens:
+                raise BadRequest("prompt is empty")
+            self._check_room(len(tokens), req.max_tokens)
+        choices, n_prompt, n_gen = [], 0, 0
+        with timed(self.score_lock, self.stats["score"]) as stats:  # one hold for all: see the request
+            for index, (prompt, tokens, start) in enumerate(prompts):
+                choice, generated = self._complete_one(req, prompt, tokens, start, stats)
+                choices.append({"index": index, **choice})
+                n_prompt, n_gen = n_prompt + len(tokens), n_gen + generated
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": self.model_name, "choices": choices,
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_gen,
+                      "total_tokens": n_prompt + n_gen},
+        }
+
+    def _complete_one(self, req: CompletionRequest, prompt: str, tokens: list[int],
+                      logprobs_from: int | None, stats: ContextStats) -> tuple[dict[str, Any], int]:
+        """One prompt's choice (without its index) and its generated token count; the caller
+        holds the scoring lock."""
         stops = _stop_list(req.stop)
         want_lp = req.logprobs is not None
         k = req.logprobs or 0
         need_prompt = (req.echo and want_lp) or req.prompt_logprobs is not None
         # row i predicts tokens[i + 1]: the first scored token's row is the one before it
-        first = 1 if req.prompt_logprobs_from is None else self._first_token_ending_after(
-            tokens, req.prompt_logprobs_from)
+        first = 1 if logprobs_from is None else self._first_token_ending_after(tokens, logprobs_from)
         rows_from = max(first - 1, 0) if need_prompt else len(tokens) - 1
-        with timed(self.score_lock, self.stats["score"]) as stats:
-            stats.prompt_tokens += len(tokens)
-            rows = self.rows.eval(tokens, rows_from)
-            stats.computed_tokens += self.rows.last_computed
-            # lse[i] normalises row i, which predicts tokens[i + 1]; NaN where no row was asked
-            # for. The rows are read in place: generation below only writes rows past the prompt,
-            # and everything that reads them runs before the lock is released.
-            lse = None
-            if need_prompt:
-                lse = np.full(len(tokens) - 1, np.nan)
-                lse[rows_from:] = _logsumexp_rows(rows[rows_from:-1])
-            gen, gen_lp, gen_top, finish = self._sample_loop(
-                rows[-1].copy(), req.max_tokens, req.temperature, req.top_p, req.seed,
-                k if want_lp else -1, stops)
-            stats.generated_tokens += len(gen)
-            gen_text = b"".join(self.piece(t) for t in gen).decode("utf-8", errors="replace")
-            finish_text, finish = apply_stop(gen_text, stops, finish)
-            choice: dict[str, Any] = {"index": 0, "text": (req.prompt if req.echo else "") + finish_text,
-                                      "logprobs": None, "finish_reason": finish}
-            if want_lp:
-                choice["logprobs"] = self._legacy_logprobs(
-                    tokens if req.echo else [], rows, lse, rows_from, k, gen, gen_lp, gen_top,
-                    base=0 if req.echo else len(req.prompt))
-            if req.prompt_logprobs is not None:
-                choice["prompt_logprobs"] = self._vllm_prompt_logprobs(tokens, rows, lse, rows_from,
-                                                                       req.prompt_logprobs)
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": self.model_name, "choices": [choice],
-            "usage": {"prompt_tokens": len(tokens), "completion_tokens": len(gen),
-                      "total_tokens": len(tokens) + len(gen)},
-        }
+        stats.prompt_tokens += len(tokens)
+        rows = self.rows.eval(tokens, rows_from)
+        stats.computed_tokens += self.rows.last_computed
+        # lse[i] normalises row i, which predicts tokens[i + 1]; NaN where no row was asked
+        # for. The rows are read in place: generation below only writes rows past the prompt,
+        # and everything that reads them runs before the lock is released.
+        lse = None
+        if need_prompt:
+            lse = np.full(len(tokens) - 1, np.nan)
+            lse[rows_from:] = _logsumexp_rows(rows[rows_from:-1])
+        gen, gen_lp, gen_top, finish = self._sample_loop(
+            rows[-1].copy(), req.max_tokens, req.temperature, req.top_p, req.seed,
+            k if want_lp else -1, stops)
+        stats.generated_tokens += len(gen)
+        gen_text = b"".join(self.piece(t) for t in gen).decode("utf-8", errors="replace")
+        finish_text, finish = apply_stop(gen_text, stops, finish)
+        choice: dict[str, Any] = {"text": (prompt if req.echo else "") + finish_text,
+                                  "logprobs": None, "finish_reason": finish}
+        if want_lp:
+            choice["logprobs"] = self._legacy_logprobs(
+                tokens if req.echo else [], rows, lse, rows_from, k, gen, gen_lp, gen_top,
+                base=0 if req.echo else len(prompt))
+        if req.prompt_logprobs is not None:
+            choice["prompt_logprobs"] = self._vllm_prompt_logprobs(tokens, rows, lse, rows_from,
+                                                                   req.prompt_logprobs)
+        return choice, len(gen)
 
     def _sample_loop(self, last: np.ndarray, max_tokens: int, temperature: float, top_p: float,
                      seed: int | None, k: int, stops: list[str]):

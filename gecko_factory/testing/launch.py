@@ -16,12 +16,14 @@ class ScriptedServer:
 
     def __init__(self, latency_ms: float = 0.0, startup_timeout_s: float = 30.0,
                  fault_rate: float = 0.0, fault_seed: int = 0, fault_sleep_s: float = 3.0,
-                 prompt_logprobs: bool = True, keep_alive_s: float = 5.0):
+                 prompt_logprobs: bool = True, keep_alive_s: float = 5.0, prompt_lists: bool = True):
         self.latency_ms = latency_ms
         self.fault_args = ["--fault-rate", str(fault_rate), "--fault-seed", str(fault_seed),
                            "--fault-sleep-s", str(fault_sleep_s)]
         if not prompt_logprobs:
             self.fault_args.append("--no-prompt-logprobs")
+        if not prompt_lists:
+            self.fault_args.append("--no-prompt-lists")
         self.fault_args += ["--keep-alive-s", str(keep_alive_s)]
         self.timeout = startup_timeout_s
         self.port = free_port()

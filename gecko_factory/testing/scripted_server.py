@@ -9,7 +9,8 @@ It answers like a tiny, predictable LLM, so a test can compute what the factory 
 - completions with `echo` + `logprobs`: whitespace tokens (each with its leading space); a word
   already seen earlier in the prompt gets −0.5, an unseen one −3 − (hash % 100)/100; a final
   "Yes" gets the same log P(Yes) as above. `prompt_logprobs` (vLLM's shape) is also served, and
-  the embedded server's `prompt_logprobs_from` (tokens ending at or before it: null).
+  the embedded server's `prompt_logprobs_from` (tokens ending at or before it: null). A list
+  `prompt` gets one choice per prompt, as vLLM answers (`prompt_lists=False`: a 400).
 Oracle marks, for tests whose expected judge choices are known by construction: a passage
 holding `[[ql+]]` scores −0.05 on every prompt token after the mark (its QL beats any unmarked
 passage's, which costs at least −0.5 a token), and one holding `[[rc+]]` gets log P(Yes) =
@@ -88,7 +89,7 @@ def prompt_scores(prompt: str) -> tuple[list[str], list[float | None], list[int]
     for t in tokens:
         offsets.append(pos)
         pos += len(t)
-    qp = re.search(r"Passage: (.*)\nQuery: (.*)\n", prompt, re.DOTALL)
+    qp = re.search(r"Passage: (.*)\nQuery: (.*?)\n", prompt, re.DOTALL)
     seen: set[str] = set()
     logprobs: list[float | None] = []
     marked = prompt.find(QL_MARK)
@@ -108,14 +109,39 @@ def prompt_scores(prompt: str) -> tuple[list[str], list[float | None], list[int]
     return tokens, logprobs, offsets
 
 
+def _completion_choice(body: dict, prompt: str, start: int | None) -> tuple[dict, int, int]:
+    """One prompt's completion choice (without its index), its prompt and generated tokens."""
+    tokens, logprobs, offsets = prompt_scores(prompt)
+    if start is not None:  # the embedded server's extension
+        ends = offsets[1:] + [len(prompt)]
+        logprobs = [lp if end > start else None for lp, end in zip(logprobs, ends)]
+    gen = " Yes" if (body.get("max_tokens") or 0) > 0 else ""
+    choice: dict = {"finish_reason": "length", "text": gen, "logprobs": None}
+    if body.get("echo"):
+        choice["text"] = prompt + gen
+    if body.get("logprobs") is not None:
+        toks, lps, offs = (tokens, logprobs, offsets) if body.get("echo") else ([], [], [])
+        if gen:
+            toks, lps, offs = toks + [gen], lps + [-0.7], offs + [len(prompt) if body.get("echo") else 0]
+        choice["logprobs"] = {"tokens": toks, "token_logprobs": lps, "text_offset": offs,
+                              "top_logprobs": [None if lp is None else {t: lp} for t, lp in zip(toks, lps)]}
+    if body.get("prompt_logprobs") is not None:
+        choice["prompt_logprobs"] = [None] + [
+            None if lp is None else {str(_h(t) % 50000): {"logprob": lp, "rank": 1, "decoded_token": t}}
+            for t, lp in zip(tokens[1:], logprobs[1:])]
+    return choice, len(tokens), 1 if gen else 0
+
+
 FAULTS = ("429", "500", "timeout", "malformed", "truncated")
 
 
 class ScriptedLLM:
     def __init__(self, latency_ms: float = 0.0, model: str = "scripted", fault_rate: float = 0.0,
-                 fault_seed: int = 0, fault_sleep_s: float = 3.0, prompt_logprobs: bool = True):
+                 fault_seed: int = 0, fault_sleep_s: float = 3.0, prompt_logprobs: bool = True,
+                 prompt_lists: bool = True):
         self.latency = latency_ms / 1000
         self.prompt_logprobs = prompt_logprobs  # False: like OpenAI's chat models, no echo
+        self.prompt_lists = prompt_lists  # False: a list `prompt` is a 400, as some servers answer
         self.model = model
         self.counts: Counter = Counter()
         self.fault_rate = fault_rate
@@ -213,35 +239,25 @@ class ScriptedLLM:
             return fault
         prompt = body.get("prompt")
         self.counts[f"completions:{body.get('model')}"] += 1
-        if not isinstance(prompt, str):
+        prompts = prompt if isinstance(prompt, list) and self.prompt_lists else [prompt]
+        if not prompts or not all(isinstance(p, str) for p in prompts):
             return JSONResponse({"error": {"message": "prompt must be a string",
                                            "type": "invalid_request_error"}}, status_code=400)
         if body.get("echo") and not self.prompt_logprobs:
             return JSONResponse({"error": {"message": "echo is not supported for this model",
                                            "type": "invalid_request_error"}}, status_code=400)
-        tokens, logprobs, offsets = prompt_scores(prompt)
-        if (start := body.get("prompt_logprobs_from")) is not None:  # the embedded server's extension
-            ends = offsets[1:] + [len(prompt)]
-            logprobs = [lp if end > start else None for lp, end in zip(logprobs, ends)]
-        gen = " Yes" if (body.get("max_tokens") or 0) > 0 else ""
-        choice: dict = {"index": 0, "finish_reason": "length", "text": gen, "logprobs": None}
-        if body.get("echo"):
-            choice["text"] = prompt + gen
-        if body.get("logprobs") is not None:
-            toks, lps, offs = (tokens, logprobs, offsets) if body.get("echo") else ([], [], [])
-            if gen:
-                toks, lps, offs = toks + [gen], lps + [-0.7], offs + [len(prompt) if body.get("echo") else 0]
-            choice["logprobs"] = {"tokens": toks, "token_logprobs": lps, "text_offset": offs,
-                                  "top_logprobs": [None if lp is None else {t: lp} for t, lp in zip(toks, lps)]}
-        if body.get("prompt_logprobs") is not None:
-            choice["prompt_logprobs"] = [None] + [
-                None if lp is None else {str(_h(t) % 50000): {"logprob": lp, "rank": 1, "decoded_token": t}}
-                for t, lp in zip(tokens[1:], logprobs[1:])]
-        usage = {"prompt_tokens": len(tokens), "completion_tokens": 1 if gen else 0}
+        starts = body.get("prompt_logprobs_from")
+        starts = starts if isinstance(starts, list) else [starts] * len(prompts)
+        choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
+        for index, (text, start) in enumerate(zip(prompts, starts)):
+            choice, n_prompt, n_gen = _completion_choice(body, text, start)
+            choices.append({"index": index, **choice})
+            usage["prompt_tokens"] += n_prompt
+            usage["completion_tokens"] += n_gen
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return JSONResponse({"id": "cmpl-scripted", "object": "text_completion",
                              "created": int(time.time()), "model": self.model,
-                             "choices": [choice], "usage": usage})
+                             "choices": choices, "usage": usage})
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model",
@@ -275,10 +291,13 @@ def main() -> None:
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--fault-sleep-s", type=float, default=3.0)
     parser.add_argument("--no-prompt-logprobs", action="store_true", help="refuse echo, as OpenAI does")
+    parser.add_argument("--no-prompt-lists", action="store_true",
+                        help="refuse a list of prompts in one completions request")
     parser.add_argument("--keep-alive-s", type=float, default=5.0, help="idle connections close after this")
     args = parser.parse_args()
     llm = ScriptedLLM(args.latency_ms, fault_rate=args.fault_rate, fault_seed=args.fault_seed,
-                      fault_sleep_s=args.fault_sleep_s, prompt_logprobs=not args.no_prompt_logprobs)
+                      fault_sleep_s=args.fault_sleep_s, prompt_logprobs=not args.no_prompt_logprobs,
+                      prompt_lists=not args.no_prompt_lists)
     uvicorn.run(llm.app(), host=args.host, port=args.port,
                 log_level="warning", access_log=False, timeout_keep_alive=args.keep_alive_s)
 

@@ -12,7 +12,7 @@ import pytest
 from gecko_factory.audit.judging import read_records, records_path
 from gecko_factory.audit.run import AuditSpec, judge_step, report_step
 from gecko_factory.config import FretConfig
-from gecko_factory.shard_pipeline import prompt_versions
+from gecko_factory.templates import prompt_versions
 from gecko_factory.llm.settings import LLMSettings
 from gecko_factory.testing.labelled_set import TRUTH, make_beir
 
@@ -37,7 +37,7 @@ def audited(tmp_path_factory, scripted_server):
     root = tmp_path_factory.mktemp("audit")
     beir = make_beir(root / "beir")
     fret = FretConfig(candidates=2, judge_mode="two_prompt", llm_model="scripted",
-                      prompt_versions=prompt_versions())
+                      prompt_versions=prompt_versions("two_prompt"))
     spec = AuditSpec(beir=str(beir), out=str(root / "out"), fret=fret, limit=None,
                      fusions=["wrrf:retrieval=1,ql=1,rc=0"])
     settings = LLMSettings(_env_file=None, model="scripted")
@@ -116,7 +116,7 @@ def test_a_server_without_prompt_logprobs_is_audited_rc_only(tmp_path):
     from gecko_factory.testing.launch import ScriptedServer
 
     fret = FretConfig(candidates=2, judge_mode="two_prompt", llm_model="scripted",
-                      prompt_versions=prompt_versions())
+                      prompt_versions=prompt_versions("two_prompt"))
     spec = AuditSpec(beir=str(make_beir(tmp_path / "beir")), out=str(tmp_path / "out"), fret=fret,
                      limit=4)
     with ScriptedServer(prompt_logprobs=False) as server:

@@ -67,6 +67,41 @@ def test_prompt_logprobs_from_is_sent_where_allowed_and_a_narrower_cached_answer
     assert all(lp is not None for lp in narrow.logprobs[1:]) and usage.calls == 1
 
 
+@pytest.mark.parametrize("lists", [True, False])
+def test_several_prompts_go_in_one_request_or_one_by_one_where_a_list_is_refused(lists, tmp_path):
+    """A list `prompt` is one request (what lets a prefix cache see two prompts together); a
+    server that answers a list with a 400 gets the prompts one by one, with the same scores,
+    and is not sent a list again. Each answer is cached under its own prompt."""
+    from gecko_factory.llm.cache import RequestCache
+    from gecko_factory.testing.launch import ScriptedServer
+
+    prompts = ["Passage: tower in paris\nA search query this passage answers: tower paris\n",
+               "Passage: tower in paris\nQuery: tower paris\nAnswer: Yes"]
+    starts = [prompts[0].index("tower paris"), len(prompts[1]) - 3]
+
+    async def go(url):
+        settings = LLMSettings(_env_file=None, model="scripted", prompt_logprobs_from=True)
+        client = LLMClient(settings, url, cache=RequestCache(tmp_path / f"{lists}.sqlite"))
+        try:
+            many = await client.prompt_logprobs_many(prompts, starts)
+            again = await client.prompt_logprobs_many(prompts, starts)  # from the cache
+            single = [await client.prompt_logprobs(p, f) for p, f in zip(prompts, starts)]  # cached too
+            return many, again, single, client.usage, client.prompt_lists_supported
+        finally:
+            await client.aclose()
+
+    with ScriptedServer(prompt_lists=lists) as srv:
+        many, again, single, usage, supported = asyncio.run(go(srv.base_url))
+        sent = srv.stats()["completions"]
+    assert many == again == single
+    assert [s.span(f, len(p)) for s, p, f in zip(many, prompts, starts)] == [
+        s.span(f, len(p)) for s, p, f in zip(single, prompts, starts)]
+    assert many[1].logprobs[:-1] == [None] * (len(many[1].logprobs) - 1)  # the hint reached it
+    assert usage.cache_hits == 4
+    # a list: one request; refused: the list, then each prompt (and never a list again)
+    assert (sent, usage.calls, supported) == ((1, 1, True) if lists else (3, 2, False))
+
+
 def test_unreachable_server_error_names_url_not_key():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     settings = LLMSettings(api_key=SecretStr(KEY), max_retries=1, backoff_s=0.01)

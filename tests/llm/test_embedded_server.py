@@ -196,3 +196,45 @@ def test_a_scored_chat_longer_than_the_context_is_a_400(client, server):
     with pytest.raises(openai.BadRequestError, match="maximum context length"):
         client.chat.completions.create(model=server.model_name, messages=[
             {"role": "user", "content": "word " * 5000}], logprobs=True, top_logprobs=2)
+
+
+def test_a_list_of_prompts_computes_their_shared_passage_once_and_scores_each_as_alone(client, server):
+    """The shared-prefix judge's request: QL and RC prompts of one candidate in one completions
+    call. The second prompt reuses the passage's whole chunks from the first, and each prompt's
+    log-probs are bit for bit those of a request holding it alone (the cache's chunk rule)."""
+    import httpx
+
+    from gecko_factory.judge import query_span, shared_prefix_prompts
+
+    passage = " ".join([EIFFEL, UNRELATED] * 4)  # ~360 tokens: two whole chunks of 128 and more
+    ql, rc = shared_prefix_prompts(passage, QUERY)
+    starts = [query_span(ql, QUERY)[0], len(rc) - len("Yes")]
+
+    def stats() -> dict:
+        return httpx.get(server.base_url.removesuffix("/v1") + "/stats").json()[server.model_name]["score"]
+
+    def score(prompt, start):
+        return client.completions.create(model=server.model_name, prompt=prompt, max_tokens=0,
+                                         echo=True, logprobs=0,
+                                         extra_body={"prompt_logprobs_from": start})
+
+    before = stats()
+    both = score([ql, rc], starts)
+    after = stats()
+    sent = after["prompt_tokens"] - before["prompt_tokens"]
+    computed = after["computed_tokens"] - before["computed_tokens"]
+    assert [c.index for c in both.choices] == [0, 1] and both.usage.prompt_tokens == sent
+    assert sent - computed >= 256  # the RC prompt took two whole chunks of the passage from QL
+    for choice, prompt, start in zip(both.choices, [ql, rc], starts):
+        score(UNRELATED, None)  # another prompt in between: nothing of the passage is cached
+        alone = score(prompt, start).choices[0].logprobs
+        assert choice.logprobs.tokens == alone.tokens
+        assert choice.logprobs.token_logprobs == alone.token_logprobs
+
+
+def test_a_list_needs_one_logprobs_start_per_prompt(client, server):
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="prompt_logprobs_from"):
+        client.completions.create(model=server.model_name, prompt=["a b", "c d"], max_tokens=0,
+                                  echo=True, logprobs=0, extra_body={"prompt_logprobs_from": [1]})
