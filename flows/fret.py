@@ -66,7 +66,46 @@ def stop_signals_held() -> Iterator[None]:
     held = (signal.SIGTERM, signal.SIGINT)
     before = {s: signal.getsignal(s) for s in held}
     for s in held:
-        signal.signal(s, lambda signum, frame: None)
+        signal.signal(s, _ignore)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _ignore(signum, frame) -> None:
+    pass
+
+
+@contextmanager
+def later_stop_signals_ignored() -> Iterator[None]:
+    """From the first SIGTERM or SIGINT in the block on, the others are ignored until it exits:
+    the first is handled as before (Prefect's handler raises TerminationSignal, Ctrl-C raises
+    KeyboardInterrupt), but our handler swaps itself out before it hands the signal on. Holding
+    them only once the stop reached its `except` (stop_signals_held) left a window, from the
+    first signal's raise to the hold, where make's forwarded second one landed on 2 busy cores
+    (CI, 2026-12-04): it was raised before any shard was cancelled, and the runner's exit
+    waited on the shard threads for good."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGTERM, signal.SIGINT)
+    before = {s: signal.getsignal(s) for s in held}
+
+    def first(signum, frame) -> None:
+        for s in held:
+            signal.signal(s, _ignore)
+        handler = before[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+
+    for s in held:
+        signal.signal(s, first)
     try:
         yield
     finally:
@@ -189,16 +228,16 @@ def _run(run_dir: str, config: FretConfig, settings: LLMSettings, force: bool, o
             # An endpoint down at the start fails fast (a wrong URL should not cost minutes); one that
             # goes down mid-run is waited for (`shard_retries`), since shards are then half done.
             mode = probe_task(base_url, judge_mode)
-            with disarmed_on_exit(), shard_runner(options) as runner:
-                futures = {
-                    runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}",
-                                                          **shard_retries(settings)), parameters=dict(
-                        run_dir=run_dir, shard=shard, base_url=base_url, index_path=index["path"],
-                        judge_mode=mode, cache=options.cache, invocation=invocation,
-                        budget_usd=options.budget_usd, max_tokens=options.max_tokens)): shard
-                    for shard in range(plan["shards"])
-                }
+            with later_stop_signals_ignored(), disarmed_on_exit(), shard_runner(options) as runner:
                 try:
+                    futures = {
+                        runner.submit(shard_task.with_options(task_run_name=f"shard-{shard:05d}",
+                                                              **shard_retries(settings)), parameters=dict(
+                            run_dir=run_dir, shard=shard, base_url=base_url, index_path=index["path"],
+                            judge_mode=mode, cache=options.cache, invocation=invocation,
+                            budget_usd=options.budget_usd, max_tokens=options.max_tokens)): shard
+                        for shard in range(plan["shards"])
+                    }
                     for future in as_completed(list(futures)):
                         future.wait()
                         progress.finished(future.state.is_completed())

@@ -152,3 +152,37 @@ def test_a_second_stop_signal_does_not_cut_the_cancelling_short():
         t.join(timeout=10)
     assert ended == ["CancelledError"] * 3
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_after_the_first_stop_signal_the_others_are_ignored_until_the_block_ends():
+    """The first SIGTERM reaches the handler that was there (Prefect's raises), and a second
+    one right after it — make's forwarded copy — cannot interrupt the stopping; on leaving the
+    block the handlers are as they were."""
+    from flows.fret import later_stop_signals_ignored
+
+    seen: list[int] = []
+
+    class Terminated(Exception):
+        pass
+
+    def prefect_like(signum, frame):
+        seen.append(signum)
+        raise Terminated
+
+    old = signal.signal(signal.SIGTERM, prefect_like)
+    int_handler = signal.getsignal(signal.SIGINT)
+    try:
+        with later_stop_signals_ignored():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here, at once
+                raise AssertionError("the first SIGTERM was not handled")
+            except Terminated:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # both land here, ignored
+        assert seen == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is prefect_like
+        assert signal.getsignal(signal.SIGINT) is int_handler
+    finally:
+        signal.signal(signal.SIGTERM, old)
