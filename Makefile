@@ -98,7 +98,7 @@ bench: setup $(VENV)/.stamp-bench
 # (hours of LLM time on 2 CPU cores: run it in the background; a rerun or `gecko-factory resume`
 # continues it), then every recipe at the same budget per training seed, SciFact test at
 # 384/256/128 d, and the dev-chosen recipe at 1/4 and 1/2 of the data ($(EXP_RUN)/experiment/report.md).
-# The run folder is tracked (experiments/scifact/README.md): its committed shards and each recipe's
+# The run folder is tracked (experiments/scifact/EXPERIMENT.md): its committed shards and each recipe's
 # result ship with the repository, so a fresh clone judges only the seeds not yet done and trains
 # only the recipes not yet done (the weights are not tracked). The data carries SciFact's licence.
 SCIFACT_SEEDS ?= 1000

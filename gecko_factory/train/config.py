@@ -93,7 +93,7 @@ class TrainConfig(BaseModel):
     # ql, not the fused RRF points: ranks drop the scores' sizes (a 0.2-nat RC edge outweighs a
     # 16-nat QL gap) and their softmax is flat, so distilling them spreads the student's mass over
     # the hard candidates: SciFact dev nDCG@10 0.649 -> 0.533 after 30 steps, where ql held
-    # 0.660 -> 0.661 (experiments/scifact/README.md). QL is also ART's and UPR's teacher.
+    # 0.660 -> 0.661 (experiments/scifact/EXPERIMENT.md). QL is also ART's and UPR's teacher.
     teacher_score: TeacherScore = Field("ql", description="The judge's score to distil: ql "
                                         "(log p(query | passage) per query word) | fused (the "
                                         "fusion's RRF points) | rc.")
