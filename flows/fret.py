@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -51,27 +51,7 @@ class ShardsFailed(RuntimeError):
     pass
 
 
-@contextmanager
-def stop_signals_held() -> Iterator[None]:
-    """While a stopping run cancels its shards, a further SIGTERM or SIGINT is ignored
-    (the run is stopping already), not raised in the middle of the cancelling.
-
-    `make` forwards a SIGTERM sent to its process group to its child, which so gets two (seen
-    2026-12-03): the second, raised half-way through LLMRuntime.cancel_all, left the shards after
-    the first one uncancelled, and the runner waited on them for good. So does a Ctrl-C pressed
-    twice. Python runs signal handlers in the main thread only; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = (signal.SIGTERM, signal.SIGINT)
-    before = {s: signal.getsignal(s) for s in held}
-    for s in held:
-        signal.signal(s, _ignore)
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _ignore(signum, frame) -> None:
@@ -79,22 +59,37 @@ def _ignore(signum, frame) -> None:
 
 
 @contextmanager
-def later_stop_signals_ignored() -> Iterator[None]:
-    """From the first SIGTERM or SIGINT in the block on, the others are ignored until it exits:
-    the first is handled as before (Prefect's handler raises TerminationSignal, Ctrl-C raises
-    KeyboardInterrupt), but our handler swaps itself out before it hands the signal on. Holding
-    them only once the stop reached its `except` (stop_signals_held) left a window, from the
-    first signal's raise to the hold, where make's forwarded second one landed on 2 busy cores
-    (CI, 2026-12-04): it was raised before any shard was cancelled, and the runner's exit
-    waited on the shard threads for good."""
+def _stop_signals_to(make_handler: Callable[[dict], Callable]) -> Iterator[None]:
+    """SIGTERM and SIGINT go to `make_handler(the handlers they had)` in the block, and back to
+    those after it. Python runs signal handlers in the main thread only; elsewhere this does
+    nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = (signal.SIGTERM, signal.SIGINT)
-    before = {s: signal.getsignal(s) for s in held}
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s in STOP_SIGNALS:
+        signal.signal(s, make_handler(before))
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
+
+def stop_signals_held() -> AbstractContextManager[None]:
+    """While a stopping run cancels its shards, a further SIGTERM or SIGINT is ignored
+    (the run is stopping already), not raised in the middle of the cancelling.
+
+    `make` forwards a SIGTERM sent to its process group to its child, which so gets two (seen
+    2026-12-03): the second, raised half-way through LLMRuntime.cancel_all, left the shards after
+    the first one uncancelled, and the runner waited on them for good. So does a Ctrl-C pressed
+    twice."""
+    return _stop_signals_to(lambda before: _ignore)
+
+
+def _first_then_ignore(before: dict) -> Callable:
     def first(signum, frame) -> None:
-        for s in held:
+        for s in STOP_SIGNALS:
             signal.signal(s, _ignore)
         handler = before[signum]
         if callable(handler):
@@ -103,14 +98,18 @@ def later_stop_signals_ignored() -> Iterator[None]:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             raise SystemExit(128 + signum)
+    return first
 
-    for s in held:
-        signal.signal(s, first)
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+def later_stop_signals_ignored() -> AbstractContextManager[None]:
+    """From the first SIGTERM or SIGINT in the block on, the others are ignored until it exits:
+    the first is handled as before (Prefect's handler raises TerminationSignal, Ctrl-C raises
+    KeyboardInterrupt), but our handler swaps itself out before it hands the signal on. Holding
+    them only once the stop reached its `except` (stop_signals_held) left a window, from the
+    first signal's raise to the hold, where make's forwarded second one landed on 2 busy cores
+    (CI, 2026-12-04): it was raised before any shard was cancelled, and the runner's exit
+    waited on the shard threads for good."""
+    return _stop_signals_to(_first_then_ignore)
 
 
 def stop_shards(tag: str, runtime: LLMRuntime | None = None) -> int:
