@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import REPO, BenchResult, write_result
+from bench.cpu_share import CpuShare
 
 # Distinct prompts per model (no prefix is reused between them), after one unmeasured warm-up
 # call per context: with 3 and no warm-up the 1.5B's prefill limit read 99 to 115 tok/s on one VM
@@ -71,6 +72,10 @@ class Server:
 
     def stats(self) -> dict:
         return _http(self.url + "/stats")
+
+    @property
+    def pid(self) -> int:
+        return self._embedded.pid
 
 
 def _delta(server: Server, model: str, context: str, before: dict) -> dict:
@@ -123,11 +128,18 @@ def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: st
            # greedy writing, so every server variant judges the same queries (sampled ones differ
            # from run to run, and so do the skips and the calls they cost)
            "--synth-temperature", "0"]
-    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    with tempfile.TemporaryFile("w+") as log:
+        run = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+        # the run's own process (client, Prefect's engine) apart from its children (Prefect's
+        # API server, the orphan reaper)
+        with CpuShare({"server": (server.pid, "tree"), "run": (run.pid, "self"),
+                       "run_children": (run.pid, "children")}) as cpu:
+            code = run.wait(timeout=3600)
+        if code != 0:
+            log.seek(0)
+            raise RuntimeError(f"run failed ({code}):\n{log.read()[-6000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
-    return {"stats": server.stats(), "examples": manifest["counts"]["examples"]}
+    return {"stats": server.stats(), "examples": manifest["counts"]["examples"], "cpu": cpu}
 
 
 def _ideal(s: dict, limit: dict) -> float:
@@ -135,9 +147,10 @@ def _ideal(s: dict, limit: dict) -> float:
     return s["prompt_tokens"] / limit["prefill_tok_s"] + s["generated_tokens"] / limit["decode_tok_s"]
 
 
-def summarise(stats: dict, limits: dict) -> dict:
+def summarise(stats: dict, limits: dict, cpu: CpuShare) -> dict:
     contexts = [(m, c, s) for m, per in stats.items() for c, s in per.items() if s["calls"]]
-    window = max(s["last_end"] for *_, s in contexts) - min(s["first_start"] for *_, s in contexts)
+    start, end = min(s["first_start"] for *_, s in contexts), max(s["last_end"] for *_, s in contexts)
+    window = end - start
     per_context = {f"{m}/{c}": {"calls": s["calls"], "busy_s": round(s["busy_s"], 2),
                                 "ideal_s": round(_ideal(s, limits[m]), 2),
                                 "prompt_tokens": s["prompt_tokens"], "generated_tokens": s["generated_tokens"],
@@ -152,7 +165,9 @@ def summarise(stats: dict, limits: dict) -> dict:
             "prompt_tokens": sum(s["prompt_tokens"] for *_, s in contexts),
             "computed_tokens": sum(s["computed_tokens"] for *_, s in contexts),
             "generated_tokens": sum(s["generated_tokens"] for *_, s in contexts),
-            "fraction_of_limit": ideal / window}
+            "fraction_of_limit": ideal / window,
+            # core-seconds of the LLM phase per process tree: what takes the cores from llama.cpp
+            "cpu_s": cpu.between(start, end)}
 
 
 def main() -> None:
@@ -175,7 +190,7 @@ def main() -> None:
             with Server(args.threads) as server:  # fresh: /stats counts this run alone
                 got = run_factory(server, Path(tmp) / f"run-{form}", args.seeds, args.candidates, form)
             row = {"form": form, "seeds": args.seeds, "examples": got["examples"],
-                   **summarise(got["stats"], limits)}
+                   **summarise(got["stats"], limits, got["cpu"])}
             row["seeds_per_hour"] = args.seeds / row["llm_s"] * 3600
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -192,6 +207,8 @@ def main() -> None:
     lines += [f"{r['form']}, per context (calls: busy s against ideal s): " + "; ".join(
         f"{name} ({c['calls']}: {c['busy_s']:.1f} / {c['ideal_s']:.1f})" for name, c in r["contexts"].items())
         for r in rows]
+    lines += [f"{r['form']}, CPU in the LLM phase ({os.cpu_count()} cores x {r['llm_s']:.1f} s, core-seconds): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_s"].items()) for r in rows]
     lim = "; ".join(f"{m}: prefill {v['prefill_tok_s']:.0f} tok/s (scoring context "
                     f"{v['scoring_prefill_tok_s']:.0f}), decode {v['decode_tok_s']:.1f} tok/s"
                     for m, v in limits.items())

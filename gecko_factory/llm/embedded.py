@@ -73,6 +73,11 @@ class EmbeddedServer:
                  tb: TracebackType | None) -> None:
         self.stop()
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (bench/embedded.py reads its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> None:
         if self._proc is not None:
             return
