@@ -104,6 +104,26 @@ class CpuShare:
         w = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
         return a[name] + w * (b[name] - a[name])
 
+    def quiet(self, name: str, t0: float, t1: float, below: float = 0.25,
+              min_s: float = 0.5) -> list[tuple[float, float]]:
+        """(start, seconds) of the stretches of at least `min_s` inside [t0, t1] in which tree
+        `name` used less than `below` of a core: when a server waits for work."""
+        out: list[tuple[float, float]] = []
+        start = None
+        pairs = zip(self.samples, self.samples[1:])
+        for (ta, a), (tb, b) in pairs:
+            if tb <= t0 or ta >= t1:
+                continue
+            idle = (b[name] - a[name]) < below * (tb - ta)
+            if idle and start is None:
+                start = max(ta, t0)
+            elif not idle and start is not None:
+                out.append((start, ta - start))
+                start = None
+        if start is not None:
+            out.append((start, t1 - start))
+        return [(round(s, 2), round(d, 2)) for s, d in out if d >= min_s]
+
     def between(self, t0: float, t1: float) -> dict[str, float]:
         """Core-seconds per tree in [t0, t1], `other` = the machine's rest, `idle` = what no one
         used of os.cpu_count() cores."""

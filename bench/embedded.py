@@ -7,7 +7,8 @@ prefill subtracted), read from the server's own profile (`GET /stats`); also the
 the scoring context, which keeps every position's logits for prompt log-probs (the judge's QL).
 The factory: `gecko-factory run` on the bundled sample (K seeds, N candidates, two shards, no
 request cache, greedy writing so that every form judges the same queries) pointed at a fresh
-embedded server, with the embedded default's client settings (2 calls in flight). Its LLM phase
+embedded server, with the embedded default's client settings (EMBEDDED_CONCURRENCY calls in
+flight; --concurrency to compare). Its LLM phase
 is the server's window from the first call in to the last answer out. The time the same tokens need at the limit rates,
 
     ideal = sum over models (prompt tokens / prefill rate + generated tokens / decode rate),
@@ -35,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import REPO, BenchResult, write_result
 from bench.cpu_share import CpuShare
+from gecko_factory.llm.settings import EMBEDDED_CONCURRENCY
 
 # Distinct prompts per model (no prefix is reused between them), after one unmeasured warm-up
 # call per context: with 3 and no warm-up the 1.5B's prefill limit read 99 to 115 tok/s on one VM
@@ -116,19 +118,20 @@ def measure_limits(server: Server, passages: list[str]) -> dict[str, dict[str, f
     return limits
 
 
-def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: str) -> dict:
+def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: str,
+                log_path: Path, concurrency: int) -> dict:
     env = {**os.environ, "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "none",
            "GECKO_LLM_MODEL": server.writer, "GECKO_LLM_JUDGE_MODEL": server.judge,
-           # the embedded default's client: 2 calls in flight, its long timeout (a call may wait
+           # the embedded default's client: its calls in flight, its long timeout (a call may wait
            # behind the other one's whole prompt)
-           "GECKO_LLM_CONCURRENCY": "2", "GECKO_LLM_TIMEOUT_S": "1800"}
+           "GECKO_LLM_CONCURRENCY": str(concurrency), "GECKO_LLM_TIMEOUT_S": "1800"}
     cmd = [str(Path(sys.executable).with_name("gecko-factory")), "run", "--corpus", "sample",
            "--out", str(out), "--limit", str(seeds), "--candidates", str(candidates),
            "--shard-size", str(max(1, seeds // 2)), "--judge-mode", form, "--no-cache",
            # greedy writing, so every server variant judges the same queries (sampled ones differ
            # from run to run, and so do the skips and the calls they cost)
            "--synth-temperature", "0"]
-    with tempfile.TemporaryFile("w+") as log:
+    with log_path.open("w+") as log:
         run = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
         # the run's own process (client, Prefect's engine) apart from its children (Prefect's
         # API server, the orphan reaper)
@@ -167,7 +170,9 @@ def summarise(stats: dict, limits: dict, cpu: CpuShare) -> dict:
             "generated_tokens": sum(s["generated_tokens"] for *_, s in contexts),
             "fraction_of_limit": ideal / window,
             # core-seconds of the LLM phase per process tree: what takes the cores from llama.cpp
-            "cpu_s": cpu.between(start, end)}
+            "cpu_s": cpu.between(start, end),
+            # stretches in which the server waited for work: (seconds into the phase, length)
+            "server_quiet": [(round(t - start, 2), d) for t, d in cpu.quiet("server", start, end)]}
 
 
 def main() -> None:
@@ -176,7 +181,10 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--forms", default="two_prompt,shared_prefix,one_pass")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--concurrency", type=int, default=EMBEDDED_CONCURRENCY,
+                    help=f"calls in flight (the embedded default's client: {EMBEDDED_CONCURRENCY})")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--logs", default=None, help="keep each run's output here (run-FORM.log)")
     args = ap.parse_args()
     from gecko_factory.corpus import CorpusSpec, load_corpus
 
@@ -188,7 +196,8 @@ def main() -> None:
         print(json.dumps({"limits": limits}), flush=True)
         for form in args.forms.split(","):
             with Server(args.threads) as server:  # fresh: /stats counts this run alone
-                got = run_factory(server, Path(tmp) / f"run-{form}", args.seeds, args.candidates, form)
+                got = run_factory(server, Path(tmp) / f"run-{form}", args.seeds, args.candidates, form,
+                                  Path(args.logs or tmp) / f"run-{form}.log", args.concurrency)
             row = {"form": form, "seeds": args.seeds, "examples": got["examples"],
                    **summarise(got["stats"], limits, got["cpu"])}
             row["seeds_per_hour"] = args.seeds / row["llm_s"] * 3600

@@ -120,11 +120,16 @@ class LLMSettings(BaseSettings):
         return price_of(self.model, self.price_prompt_per_m, self.price_completion_per_m)
 
 
-# The embedded server answers one request at a time (one llama.cpp context per kind). More in
-# flight only queue there, and the queueing counts against each request's timeout: 8 in flight
-# on a busy 2-core machine made requests time out and retry forever (seen). So, unless the user
-# set them: 2 in flight (one decoding, one ready) and a timeout that covers a slow CPU.
-EMBEDDED_CONCURRENCY = 2
+# The embedded server computes one request per context, and its contexts share the machine's
+# cores. More in flight only queue there, and the queueing counts against each request's timeout:
+# 8 in flight on a busy 2-core machine made requests time out and retry forever (seen). Two in
+# flight cost throughput too: the writer's and the judge's contexts then compute at once, each
+# with a thread per core, and one call's Python work (tokenizing, log-softmax, JSON) takes a core
+# from the other's decode. bench/embedded.py, 2026-12-04, 4 seeds two-prompt on 2 cores, each
+# run against its own measured limit: 1 in flight 0.99 and 0.96 of the limit (the cores 2 %
+# idle), 2 in flight 0.83, 0.84 and 0.74 (8-9.5 % idle; the judge's context at 0.67-0.78 of its
+# own rate). So, unless the user set them: 1 in flight and a timeout that covers a slow CPU.
+EMBEDDED_CONCURRENCY = 1
 EMBEDDED_TIMEOUT_S = 1800.0
 
 

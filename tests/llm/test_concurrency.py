@@ -195,10 +195,12 @@ def test_on_for_configured_endpoints_off_when_the_user_sets_concurrency(clean_en
     assert LLMClient(client_settings(LLMSettings(_env_file=None)), URL).concurrency()[URL]["start"] == 32
 
 
-def test_the_embedded_server_keeps_its_fixed_two(clean_env):
+def test_the_embedded_server_keeps_its_fixed_one(clean_env):
     embedded = client_settings(LLMSettings(_env_file=None))
-    assert embedded.concurrency == 2 and not embedded.adaptive()
-    assert LLMClient(embedded, URL).concurrency() == {URL: {"mode": "fixed", "limit": 2}}
+    assert embedded.concurrency == 1 and not embedded.adaptive()
+    assert LLMClient(embedded, URL).concurrency() == {URL: {"mode": "fixed", "limit": 1}}
+    clean_env.setenv("GECKO_LLM_CONCURRENCY", "2")  # the user's setting wins
+    assert client_settings(LLMSettings(_env_file=None)).concurrency == 2
 
 
 def test_the_manifest_reads_each_endpoints_limit_from_the_latest_client(clean_env):
