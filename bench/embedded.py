@@ -122,8 +122,8 @@ def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: st
                 log_path: Path, concurrency: int) -> dict:
     env = {**os.environ, "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "none",
            "GECKO_LLM_MODEL": server.writer, "GECKO_LLM_JUDGE_MODEL": server.judge,
-           # the embedded default's client: its calls in flight, its long timeout (a call may wait
-           # behind the other one's whole prompt)
+           # the embedded default's client: its calls in flight, its long timeout (with more in
+           # flight a call waits behind the others' whole prompts)
            "GECKO_LLM_CONCURRENCY": str(concurrency), "GECKO_LLM_TIMEOUT_S": "1800"}
     cmd = [str(Path(sys.executable).with_name("gecko-factory")), "run", "--corpus", "sample",
            "--out", str(out), "--limit", str(seeds), "--candidates", str(candidates),
@@ -135,9 +135,14 @@ def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: st
         run = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
         # the run's own process (client, Prefect's engine) apart from its children (Prefect's
         # API server, the orphan reaper)
-        with CpuShare({"server": (server.pid, "tree"), "run": (run.pid, "self"),
-                       "run_children": (run.pid, "children")}) as cpu:
-            code = run.wait(timeout=3600)
+        try:
+            with CpuShare({"server": (server.pid, "tree"), "run": (run.pid, "self"),
+                           "run_children": (run.pid, "children")}) as cpu:
+                code = run.wait(timeout=3600)
+        except BaseException:  # a timeout or Ctrl-C: the run ends with the benchmark
+            run.terminate()
+            run.wait(timeout=60)
+            raise
         if code != 0:
             log.seek(0)
             raise RuntimeError(f"run failed ({code}):\n{log.read()[-6000:]}")
