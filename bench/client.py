@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import common  # noqa: F401 - puts the repo on sys.path
 from common import BenchResult, machine, write_result
+from cpu_share import proc_cpu_s
 
 GOAL_CALLS_S = 500.0
 
@@ -52,11 +52,6 @@ def build_requests(n_calls: int, candidates: int) -> list[tuple[str, dict]]:
                                         "temperature": 0.0, "echo": True, "logprobs": 1}))
         i += 1
     return out[:n_calls]
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 async def drive(requests, concurrency: int, send) -> float:
@@ -154,9 +149,9 @@ async def run_openai(base_url, requests, concurrency) -> float:
 
 def measure(name, runner, srv, requests, concurrency, **kw) -> dict:
     asyncio.run(runner(srv.base_url, requests[:200], concurrency))  # warm-up: imports, connections
-    s0, c0, n0 = proc_cpu_s(srv._proc.pid), time.process_time(), srv.calls()
+    s0, c0, n0 = proc_cpu_s(srv._proc.pid, reaped_children=False), time.process_time(), srv.calls()
     seconds = asyncio.run(runner(srv.base_url, requests, concurrency, **kw))
-    server_cpu, client_cpu, calls = proc_cpu_s(srv._proc.pid) - s0, time.process_time() - c0, srv.calls() - n0
+    server_cpu, client_cpu, calls = proc_cpu_s(srv._proc.pid, reaped_children=False) - s0, time.process_time() - c0, srv.calls() - n0
     row = {"calls": calls, "seconds": round(seconds, 2), "calls_per_s": round(calls / seconds, 1),
            "client_cpu_ms_per_call": round(1000 * client_cpu / calls, 3),
            "server_cpu_ms_per_call": round(1000 * server_cpu / calls, 3)}

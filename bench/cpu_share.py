@@ -11,8 +11,7 @@ checks that the benchmark ran alone).
 
 A tree's CPU is the sum over its live processes of utime + stime + cutime + cstime: a child that
 ended and was waited for has moved its time into its parent's cutime/cstime, so each second is
-counted once. A sample reads one /proc file per process (~3 ms with ~140 processes, about 1 %
-of a core at SAMPLE_S).
+counted once. A sample reads a few small /proc files per process of the trees.
 """
 
 from __future__ import annotations
@@ -22,39 +21,32 @@ import threading
 import time
 from pathlib import Path
 
+from gecko_factory.orphan_reaper import descendants
+
 SAMPLE_S = 0.25
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> list[str] | None:
+def proc_cpu_s(pid: int, reaped_children: bool = True) -> float:
+    """CPU seconds of one process (0 when it is gone): utime + stime, plus cutime + cstime (its
+    children that ended and were waited for) unless `reaped_children` is False."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return None
+        return 0.0
+    return sum(int(f) for f in fields[11:15 if reaped_children else 13]) / TICK
 
 
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
-            kids.setdefault(int(fields[1]), []).append(int(entry.name))  # fields[1]: ppid
-    return kids
-
-
-def tree_cpu_s(root: int, kids: dict[int, list[int]], part: str = "tree") -> float:
+def tree_cpu_s(root: int, part: str = "tree") -> float:
     """CPU seconds of `root`'s live tree (`part` "tree"), of the root alone ("self") or of its
-    descendants alone ("children"). A child's time moves from "children" to "self" when its
-    parent waits for it, so the split holds while the children live (Prefect's API server lives
-    through a run's LLM phase); "tree" is right throughout."""
-    todo = {"tree": [root], "self": [root], "children": list(kids.get(root, []))}[part]
-    total = 0
-    while todo:
-        pid = todo.pop()
-        if part != "self":
-            todo += kids.get(pid, [])
-        if fields := _stat(pid):
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / TICK
+    descendants alone ("children"), found as the orphan reaper finds them. A child's time moves
+    from "children" to "self" when its parent waits for it, so the split holds while the
+    children live (Prefect's API server lives through a run's LLM phase); "tree" is right
+    throughout."""
+    pids = [] if part == "children" else [root]
+    if part != "self":
+        pids += list(descendants(root))
+    return sum(proc_cpu_s(pid) for pid in pids)
 
 
 def machine_busy_s() -> float:
@@ -83,8 +75,7 @@ class CpuShare:
         self._thread.join()
 
     def _sample(self) -> None:
-        kids = _children()
-        got = {name: tree_cpu_s(pid, kids, part) for name, (pid, part) in self.roots.items()}
+        got = {name: tree_cpu_s(pid, part) for name, (pid, part) in self.roots.items()}
         if self.samples:  # a tree that ended took its time with it: keep what was seen
             got = {name: max(v, self.samples[-1][1][name]) for name, v in got.items()}
         got["machine"] = machine_busy_s()
