@@ -192,6 +192,9 @@ def main() -> None:
     ap.add_argument("--logs", default=None, help="keep each run's output here (run-FORM.log)")
     args = ap.parse_args()
     from gecko_factory.corpus import CorpusSpec, load_corpus
+    from gecko_factory.orphan_reaper import start_reaper
+
+    start_reaper()  # the servers and runs started here end with this process, kill -9 included
 
     paragraphs = [p.text for p in load_corpus(CorpusSpec(path="sample")).paragraphs if len(p.text) > 1500]
     rows = []
