@@ -71,6 +71,17 @@ def resolve_encoder_path(name: str) -> Path:
     return path
 
 
+def packaged_model_id(path: str | Path) -> str | None:
+    """The registry id of a model folder when it is the default encoder's packaged weights, so
+    that cards and reports name what a reader can fetch rather than a path in this machine's venv;
+    None for any other folder."""
+    try:
+        packaged = resolve_encoder_path(DEFAULT_ENCODER)
+    except ImportError:  # the weights package is not installed: the folder is the user's
+        return None
+    return DEFAULT_ENCODER_HUB_ID if Path(path).resolve() == packaged.resolve() else None
+
+
 def _folder_hash(path: Path) -> str:
     """Identity of the weights: names, sizes and the config, cheap enough to run every time."""
     h = hashlib.sha256()

