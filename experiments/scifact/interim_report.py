@@ -17,9 +17,6 @@ from gecko_factory.experiment import ARMS, ArmResult, report, scores_by_dim
 from gecko_factory.train.config import TrainConfig
 from gecko_factory.train.train import base_model_path
 
-DIMS = [384, 256, 128]
-
-
 def main(out_dir: Path, scifact_zip: str | None) -> str:
     results = [ArmResult.model_validate_json(p.read_text())
                for p in sorted(out_dir.glob("*/experiment_result.json"))]
@@ -27,9 +24,10 @@ def main(out_dir: Path, scifact_zip: str | None) -> str:
         raise SystemExit(f"{out_dir}: no recipe has finished yet")
     order = list(ARMS)  # the flow's order: recipes, then the curve's fractions
     results.sort(key=lambda r: (r.train_fraction != 1.0, -r.train_fraction, order.index(r.arm), r.seed))
+    dims = sorted({d for r in results for d in r.test}, reverse=True)  # what the arms were scored at
     base = evaluate(base_model_path(TrainConfig(out_dir=str(out_dir))), load_scifact(scifact_zip),
-                    dims=DIMS)
-    return report(scores_by_dim(base.model_dump()), results, DIMS)
+                    dims=dims)
+    return report(scores_by_dim(base.model_dump()), results, dims)
 
 
 if __name__ == "__main__":
