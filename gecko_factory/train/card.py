@@ -143,10 +143,10 @@ def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Seque
                      f"{c.get('queries_without_target', 0)} queries without a target.")
     lines += [""] + selection_lines(result)
     # the folders as the card shows them everywhere else: a committed card names no one's home
-    shown = cfg.model_copy(update={"out_dir": shown_path(cfg.out_dir)} | (
-        {"base_model": packaged_model_id(cfg.base_model) or shown_path(cfg.base_model)}
-        if cfg.base_model else {}))
-    lines += ["## Training", "", "```json", shown.model_dump_json(indent=2), "```", "",
+    shown = {"out_dir": shown_path(cfg.out_dir)}
+    if cfg.base_model:
+        shown["base_model"] = packaged_model_id(cfg.base_model) or shown_path(cfg.base_model)
+    lines += ["## Training", "", "```json", cfg.model_copy(update=shown).model_dump_json(indent=2), "```", "",
               "## Metrics", "", f"- steps: {result.steps}"]
     if result.train_loss:
         lines.append(f"- final training loss: {result.train_loss[-1][1]:.4f}")
