@@ -22,6 +22,7 @@ from gecko_factory.evaluate import EvalReport, gain_se
 from gecko_factory.experiment import (ARMS, ArmResult, best_arm, check_arms, report, run_data,
                                       scores_by_dim)
 from gecko_factory.files import atomic_write_text
+from gecko_factory.paths import shown_path
 from tasks.train_tasks import base_model_of, eval_task, report_task, resolved
 
 # The budget every arm gets unless the caller says otherwise (the README's runs): 3 epochs of
@@ -63,7 +64,7 @@ def _arm(run_dir: str, data: str, out_root: Path, arm: str, seed: int, fraction:
     report_task(base, test, str(out_dir))  # the test figures in the model card, beside dev's
     t, sel = result["train"], result["selection"] or {}
     arm_result = ArmResult(arm=arm, seed=seed, train_fraction=fraction, options=options,
-                           data=data, out_dir=str(out_dir), n_train=t["n_train"], steps=t["steps"],
+                           data=data, out_dir=shown_path(out_dir), n_train=t["n_train"], steps=t["steps"],
                            dev_base=sel.get("dev_base"), dev_selected=sel.get("dev_selected"),
                            beat_base=sel.get("beat_base"),
                            dev_best_trained=sel.get("dev_best_trained"),

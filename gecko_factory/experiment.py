@@ -60,7 +60,7 @@ class ArmResult(BaseModel):
     train_fraction: float = 1.0
     options: dict  # the TrainConfig fields this arm trained with
     data: str = ""  # run_data's digest of the FRet data it trained on
-    out_dir: str
+    out_dir: str  # as paths.shown_path names it: a committed result names no one's home
     n_train: int
     steps: int
     dev_base: float | None = None  # nDCG@10 on the dev set: base, and the exported step

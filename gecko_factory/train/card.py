@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from gecko_factory.embed import packaged_model_id
 from gecko_factory.files import atomic_write_text
 from gecko_factory.hashing import sha256_file
+from gecko_factory.paths import shown_path
 from gecko_factory.train.data import shard_files
 
 if TYPE_CHECKING:  # train.py imports this module
@@ -96,16 +97,6 @@ def prompts_text(cfg: TrainConfig, base: str, exported_base: bool) -> str:
            else "trained in that format, without the FRet task")
     return ("Prompts: the base model's own, " + (f"`{own}`" if own else "none (the raw query, "
             "documents `{title} {text}`)") + f"; {how}.")
-
-
-def shown_path(path: str | Path) -> str:
-    """A folder as the card shows it: relative to the working directory when inside it (a card
-    committed with its repository then names no one's home), else absolute."""
-    full = Path(path).resolve()
-    try:
-        return str(full.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(full)
 
 
 def write_model_card(out_dir: Path, cfg: TrainConfig, base: str, run_dirs: Sequence[str | Path],

@@ -36,8 +36,11 @@ def _scifact_zip(path, paragraphs: list[dict]) -> str:
     return str(path)
 
 
-def test_experiment_trains_every_arm_reports_and_resumes(tmp_path, wiki_sample, prefect_harness, tiny_model):
+def test_experiment_trains_every_arm_reports_and_resumes(tmp_path, wiki_sample, prefect_harness, tiny_model,
+                                                        monkeypatch):
     from flows.experiment import experiment_flow
+
+    monkeypatch.chdir(tmp_path)  # the results, committed with a repository, name their folders from it
 
     paragraphs = [{"id": f"p{i}", **p} for i, p in enumerate(wiki_sample[:40])]
     corpus = write_corpus(tmp_path / "corpus.jsonl", paragraphs)
@@ -54,6 +57,7 @@ def test_experiment_trains_every_arm_reports_and_resumes(tmp_path, wiki_sample, 
     assert results[2]["n_train"] < results[0]["n_train"]  # half the training seeds
     assert all(r["dev_base"] is not None and set(r["test"]) == {32, 16} for r in results)
     assert all(set(r["test_gain_se"]) == {32, 16} for r in results)  # paired with the base's run
+    assert results[0]["out_dir"] == "exp/llm-seed0"
     card = (tmp_path / "exp" / "llm-seed0" / "README.md").read_text()
     assert "BEIR SciFact test" in card and "dev" in card  # both figures in the model card
     report = (tmp_path / "exp" / "report.md").read_text()

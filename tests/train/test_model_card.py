@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from gecko_factory.embed import packaged_model_id
-from gecko_factory.train.card import EVAL_HEADING, add_eval_to_model_card, shown_path
+from gecko_factory.paths import shown_path
+from gecko_factory.train.card import EVAL_HEADING, add_eval_to_model_card
 
 
 def test_eval_section_is_added_then_replaced(tmp_path):
