@@ -71,7 +71,7 @@ def _arm(run_dir: str, data: str, out_root: Path, arm: str, seed: int, fraction:
                            dev_best_trained_se=sel.get("dev_best_trained_se"),
                            test=scores_by_dim(test),
                            test_gain_se=_test_gain_ses(base, test, dims))
-    arm_result.save()
+    arm_result.save(out_dir)
     return arm_result
 
 

@@ -71,8 +71,9 @@ class ArmResult(BaseModel):
     test: dict[int, dict[str, float]]  # dim -> {"ndcg_at_10", "recall_at_100"} on the test split
     test_gain_se: dict[int, float] = {}  # dim -> paired SE of the nDCG@10 gain over the base
 
-    def save(self) -> None:
-        atomic_write_text(Path(self.out_dir) / RESULT_FILE, self.model_dump_json(indent=2) + "\n")
+    def save(self, folder: str | Path) -> None:
+        """Into the arm's folder, given here: `out_dir` is only how the record names it."""
+        atomic_write_text(Path(folder) / RESULT_FILE, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, out_dir: str | Path, options: dict, data: str) -> "ArmResult | None":

@@ -50,7 +50,7 @@ def test_report_gives_mean_and_half_range_over_seeds_per_recipe():
 
 def test_a_saved_arm_is_reused_only_with_the_same_options_and_data(tmp_path):
     done = _arm("llm", 0, 0.62, 0.7, out_dir=str(tmp_path))
-    done.save()
+    done.save(tmp_path)
     assert ArmResult.load(tmp_path, {"seed": 0}, "d1") == done
     assert ArmResult.load(tmp_path, {"seed": 0, "epochs": 5}, "d1") is None  # another budget
     assert ArmResult.load(tmp_path, {"seed": 0}, "d2") is None  # the run grew since: train again
