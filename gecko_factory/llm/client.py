@@ -24,50 +24,16 @@ from gecko_factory.llm.budget import Budget
 from gecko_factory.llm.cache import RequestCache, request_key
 from gecko_factory.llm.endpoints import (ConnectFailed, Endpoint, EndpointPool, HTTPStatusError, MalformedResponse,
                                          RequestTimeout, TransportError, split_base_urls)
+from gecko_factory.llm.errors import (REJECTED_STATUSES, LLMError, LLMRequestRejected,  # noqa: F401 (re-exported)
+                                     LLMServiceError, LLMUnreachable, is_overload, is_transient)
 from gecko_factory.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
 
-class LLMError(RuntimeError):
-    """A request that failed for good (not transient, or out of retries)."""
-
-
-class LLMServiceError(LLMError):
-    """The service failed, not the request: unreachable, timed out, 429/5xx or a malformed body,
-    beyond the client's retries. The unit of work fails and resumes; its data is never skipped."""
-
-
-class LLMUnreachable(LLMServiceError):
-    """The server could not be reached at all."""
-
-
-class LLMRequestRejected(LLMError):
-    """The server refused this one request for its content (400/413/422: a prompt too long for
-    the context, a parameter it does not take). Other requests may well succeed: the one item
-    that needed it is a counted skip."""
-
-
 # The longest Retry-After honoured; a longer one (an hour's quota) waits this long and retries,
 # and if the server still refuses, the retries run out and the shard fails to be resumed later.
 MAX_RETRY_AFTER_S = 60.0
-
-# Refusals about one request's content. 401/403/404 are about the setup (key, model name, URL):
-# they fail the unit of work like a bug, since every other request would fail the same way.
-REJECTED_STATUSES = frozenset({400, 413, 422})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: the same request may well succeed later."""
-    if isinstance(exc, (TransportError, MalformedResponse, json.JSONDecodeError)):
-        return True  # RequestTimeout is a TransportError
-    return isinstance(exc, HTTPStatusError) and (exc.status == 429 or exc.status >= 500)
-
-
-def is_overload(exc: BaseException) -> bool:
-    """The server says it has too much to do: the adaptive limit backs off (a 500 or a refused
-    connection says nothing about how many calls it can take)."""
-    return isinstance(exc, RequestTimeout) or (isinstance(exc, HTTPStatusError) and exc.status in (429, 503))
 
 
 @dataclass
