@@ -129,9 +129,16 @@ def relevance_messages(query: str, passage: str) -> list[dict]:
     ]
 
 
+def relevance_head(query: str) -> tuple[int, int]:
+    """(message, char) where the RC chat's head ends: everything before the passage's line, which
+    a seed's N candidates share (the embedded server computes it once: its `prefix_break`)."""
+    user = load_template(TEMPLATE).render("relevance_user", passage="\x00", query=query)
+    return 1, user.rfind("\n", 0, user.index("\x00")) + 1
+
+
 async def _relevance(client: LLMClient, query: str, passage: str) -> float:
     answer = await client.chat(relevance_messages(query, passage), temperature=0.0, max_tokens=1,
-                               top_logprobs=RC_TOP_LOGPROBS)
+                               top_logprobs=RC_TOP_LOGPROBS, prefix_break=relevance_head(query))
     return yes_logprob(answer.first_token_top)
 
 

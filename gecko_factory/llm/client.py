@@ -92,6 +92,8 @@ class LLMClient:
         self.prompt_lists_supported = True  # several prompts in one completions request
         hint = settings.prompt_logprobs_from
         self.prompt_logprobs_from = (not settings.base_url) if hint is None else hint
+        hint = settings.prefix_break
+        self.prefix_break = (not settings.base_url) if hint is None else hint
         self._max_retries = settings.max_retries if max_retries is None else max_retries
         key = settings.api_key.get_secret_value() if settings.api_key else None
         # settings.concurrency is per endpoint: each replica gets as many calls as one alone would
@@ -208,7 +210,11 @@ class LLMClient:
         seed: int | None = None,
         json_schema: dict | None = None,
         top_logprobs: int = 0,
+        prefix_break: tuple[int, int] | None = None,
     ) -> ChatResult:
+        """`prefix_break` = (message, char): where the chat's head shared with other calls ends,
+        told to the embedded server only (its `prefix_break`); the answer and its cache key are
+        the same without it."""
         kwargs: dict = {"model": self.settings.model, "messages": messages,
                         "temperature": temperature, "max_tokens": max_tokens}
         if seed is not None:
@@ -224,7 +230,10 @@ class LLMClient:
         if (hit := self._cached(key)) is not None:
             return ChatResult(hit["text"], hit["finish_reason"], hit["top"])
         try:
-            result = await self._call("POST", "/chat/completions", kwargs,
+            body = kwargs
+            if prefix_break is not None and self.prefix_break:
+                body = dict(kwargs, prefix_break={"message": prefix_break[0], "char": prefix_break[1]})
+            result = await self._call("POST", "/chat/completions", body,
                                       lambda a: _parse_chat(a, top_logprobs))
         except LLMError as exc:
             # Some servers reject response_format; fall back to prompting alone, once, loudly.
@@ -232,7 +241,8 @@ class LLMClient:
                 log.warning("server rejects response_format=json_schema; validating JSON ourselves")
                 self.json_schema_supported = False
                 return await self.chat(messages, temperature=temperature, max_tokens=max_tokens,
-                                       seed=seed, json_schema=None, top_logprobs=top_logprobs)
+                                       seed=seed, json_schema=None, top_logprobs=top_logprobs,
+                                       prefix_break=prefix_break)
             raise
         self._store(key, "chat", {"text": result.text, "finish_reason": result.finish_reason,
                                   "top": result.first_token_top})

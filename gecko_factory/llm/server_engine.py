@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gecko_factory.llm.server_row_eval import RowEvaluator
 from gecko_factory.llm.server_stats import ContextStats, timed
-from gecko_factory.llm.server_text import (BadRequest, apply_stop, incremental_strings,
-                                           json_grammar, sample_token)
+from gecko_factory.llm.server_text import (BadRequest, apply_stop, chat_formatter, incremental_strings,
+                                           json_grammar, message_offset, sample_token)
 
 
 class _Req(BaseModel):
@@ -38,6 +38,14 @@ class _Req(BaseModel):
     stream: Literal[False] = False
 
 
+class PrefixBreak(BaseModel):
+    """Our extension (sent to this server only): the chat's shareable head ends at character
+    `char` of message `message`'s content (server_row_eval: the head is computed once and kept)."""
+
+    message: int = Field(ge=0)
+    char: int = Field(ge=0)
+
+
 class ChatRequest(_Req):
     messages: list[dict[str, Any]] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -45,6 +53,7 @@ class ChatRequest(_Req):
     response_format: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    prefix_break: PrefixBreak | None = None
 
 
 Char = Annotated[int, Field(ge=0)]
@@ -130,7 +139,7 @@ class Engine:
         self.model_name = model_name
         self.n_ctx = n_ctx
         self.rows = RowEvaluator(self.score, prefix_chunk)
-        self._chat_format = _chat_formatter(self.score)
+        self._chat_format = chat_formatter(self.score)
         # llama_cpp exposes no public "is end of generation" test; the C API does.
         vocab = llama_cpp.llama_model_get_vocab(self.score.model)
         self._eog = {t for t in range(self.score.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
@@ -154,6 +163,19 @@ class Engine:
         _, offsets = incremental_strings([self.piece(t) for t in tokens], 0)
         ends = offsets[1:] + [offsets[-1] + len(self.token_str(tokens[-1]))]
         return next((i for i, end in enumerate(ends) if end > char), len(tokens) - 1)
+
+    def _head_tokens(self, req: ChatRequest, prompt: str, tokens: list[int]) -> int | None:
+        """The token count of the chat's shareable head (`prefix_break`): the tokens that end at
+        or before its character. A break the rendered prompt does not show is ignored: it is a
+        hint for speed, and the scores are the same without it."""
+        brk = req.prefix_break
+        if brk is None or brk.message >= len(req.messages):
+            return None
+        start = message_offset(prompt, req.messages, brk.message)
+        if start is None or brk.char > len(req.messages[brk.message]["content"]):
+            return None
+        head = self._first_token_ending_after(tokens, start + brk.char)
+        return head if 0 < head < len(tokens) else None
 
     def _check_room(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + max_tokens > self.n_ctx:
@@ -334,9 +356,10 @@ class Engine:
         rstop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
         stops = _stop_list(req.stop) + rstop
         k = req.top_logprobs or 0
+        head = self._head_tokens(req, rendered.prompt, tokens)
         with timed(self.score_lock, self.stats["score"]) as stats:
             stats.prompt_tokens += len(tokens)
-            rows = self.rows.eval(tokens, len(tokens) - 1)
+            rows = self.rows.eval(tokens, len(tokens) - 1, break_at=head)
             stats.computed_tokens += self.rows.last_computed
             gen, gen_lp, gen_top, finish = self._sample_loop(
                 rows[-1].copy(), max_tokens, req.temperature, req.top_p, _seed(req.seed), k, stops)
@@ -357,17 +380,3 @@ class Engine:
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": len(gen),
                       "total_tokens": len(tokens) + len(gen)},
         }
-
-
-def _chat_formatter(llm):
-    """The formatter llama-cpp's chat handler uses for a GGUF's own template (None when llama
-    chose another format: then chats keep llama's path)."""
-    from llama_cpp import llama_chat_format
-
-    template = llm.metadata.get("tokenizer.chat_template")
-    if llm.chat_format != "chat_template.default" or not template:
-        return None
-    eos, bos = llm.token_eos(), llm.token_bos()
-    return llama_chat_format.Jinja2ChatFormatter(
-        template=template, eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-        bos_token=llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])

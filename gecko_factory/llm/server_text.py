@@ -1,5 +1,6 @@
 """Text-side helpers of the embedded server (server_app.py): sampling, stop strings, the
-incremental token strings OpenAI's legacy log-probs need, and response_format as a grammar."""
+incremental token strings OpenAI's legacy log-probs need, response_format as a grammar, and the
+GGUF's own chat template (where a message lands in the rendered prompt)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,31 @@ def json_grammar(rf: dict[str, Any] | None):
         raise BadRequest(f"cannot turn this JSON schema into a grammar: {exc}") from exc
     gbnf = gbnf.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
     return llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def message_offset(prompt: str, messages: list[dict[str, Any]], index: int) -> int | None:
+    """Where message `index`'s content starts in the rendered prompt (None: not found verbatim)."""
+    pos = 0
+    for message in messages[: index + 1]:
+        content = message.get("content")
+        if not isinstance(content, str):
+            return None
+        found = prompt.find(content, pos)
+        if found < 0:
+            return None
+        pos = found + len(content)
+    return pos - len(messages[index]["content"])
+
+
+def chat_formatter(llm):
+    """The formatter llama-cpp's chat handler uses for a GGUF's own template (None when llama
+    chose another format: then chats keep llama's path)."""
+    from llama_cpp import llama_chat_format
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if llm.chat_format != "chat_template.default" or not template:
+        return None
+    eos, bos = llm.token_eos(), llm.token_bos()
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=template, eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])

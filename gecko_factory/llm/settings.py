@@ -56,6 +56,11 @@ class LLMSettings(BaseSettings):
         "`prompt_logprobs_from` extension with QL requests, so that it computes the logits of the "
         "query's rows only (a fifth of the judge's prefill); other servers may refuse an unknown "
         "field. Unset: on for the embedded server, off for configured endpoints")
+    prefix_break: bool | None = Field(
+        default=None, description="GECKO_LLM_PREFIX_BREAK: send the embedded server's `prefix_break` "
+        "extension with RC chats (where their shared instruction + query ends), so that it computes "
+        "that head once for a seed's candidates; other servers may refuse an unknown field. Unset: on "
+        "for the embedded server, off for configured endpoints")
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles, with jitter")

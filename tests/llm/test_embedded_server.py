@@ -238,3 +238,52 @@ def test_a_list_needs_one_logprobs_start_per_prompt(client, server):
     with pytest.raises(openai.BadRequestError, match="prompt_logprobs_from"):
         client.completions.create(model=server.model_name, prompt=["a b", "c d"], max_tokens=0,
                                   echo=True, logprobs=0, extra_body={"prompt_logprobs_from": [1]})
+
+
+def test_rc_chats_of_one_query_compute_their_head_once_and_score_as_when_computed(server):
+    """The two-prompt judge's RC chats of one seed share the instruction and the query (their
+    head, `judge.relevance_head`). Through the factory's client, the server keeps the head's KV
+    and later chats compute only the rest, also when a QL prompt came in between; the answer of
+    a chat whose head was restored is bit for bit the answer of the same chat computing it."""
+    import asyncio
+
+    import httpx
+
+    from gecko_factory.judge import _query_likelihood, _relevance, relevance_messages
+    from gecko_factory.llm.client import LLMClient
+    from gecko_factory.llm.settings import LLMSettings
+
+    query = "who designed the tower on the champ de mars"  # no other test's head
+    stats_url = server.base_url.removesuffix("/v1") + "/stats"
+
+    def score_stats() -> tuple[int, int]:
+        s = httpx.get(stats_url).json()[server.model_name]["score"]
+        return s["prompt_tokens"], s["computed_tokens"]
+
+    async def go(hint: bool) -> tuple[list[float], list[tuple[int, int]]]:
+        client = LLMClient(LLMSettings(_env_file=None, model=server.model_name, prefix_break=hint),
+                           server.base_url)
+        rcs, costs = [], []
+        try:
+            for passage in [EIFFEL_SHORT, UNRELATED, EIFFEL_SHORT]:
+                before = score_stats()
+                rcs.append(await _relevance(client, query, passage))
+                after = score_stats()
+                costs.append((after[0] - before[0], after[1] - before[1]))
+                await _query_likelihood(client, query, EIFFEL)  # another prompt in between
+        finally:
+            await client.aclose()
+        return rcs, costs
+
+    rcs, costs = asyncio.run(go(True))
+    (sent0, computed0), (sent1, computed1), (sent2, computed2) = costs
+    assert computed0 == sent0  # the head's first use computes it
+    head = sent0 - computed2
+    assert head >= 20 and computed1 == sent1 - head  # later chats restore it
+    assert rcs[2] == rcs[0]  # restored or computed: the same answer, bit for bit
+    plain, plain_costs = asyncio.run(go(False))  # not told: every chat computes all of it
+    assert all(sent == computed for sent, computed in plain_costs)
+    # one batch instead of two: llama.cpp's batch-shape noise (0.03 nats seen with the 0.5B);
+    # a head restored into the wrong place would be off by nats
+    assert plain == pytest.approx(rcs, abs=0.1)
+    assert relevance_messages(query, EIFFEL_SHORT)[1]["content"].startswith(f"Query: {query}\n")
