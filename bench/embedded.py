@@ -124,7 +124,12 @@ def run_factory(server: Server, out: Path, seeds: int, candidates: int, form: st
            "GECKO_LLM_MODEL": server.writer, "GECKO_LLM_JUDGE_MODEL": server.judge,
            # the embedded default's client: its calls in flight, its long timeout (with more in
            # flight a call waits behind the others' whole prompts)
-           "GECKO_LLM_CONCURRENCY": str(concurrency), "GECKO_LLM_TIMEOUT_S": "1800"}
+           "GECKO_LLM_CONCURRENCY": str(concurrency), "GECKO_LLM_TIMEOUT_S": "1800",
+           # ... and its extensions, which a client sends unasked only where it starts the server
+           # itself (until 2026-12-05 this bench left them out: its QL computed every row's
+           # logits and its RC every head, as no embedded run does). Set to false to compare.
+           "GECKO_LLM_PROMPT_LOGPROBS_FROM": os.environ.get("GECKO_LLM_PROMPT_LOGPROBS_FROM", "true"),
+           "GECKO_LLM_PREFIX_BREAK": os.environ.get("GECKO_LLM_PREFIX_BREAK", "true")}
     cmd = [str(Path(sys.executable).with_name("gecko-factory")), "run", "--corpus", "sample",
            "--out", str(out), "--limit", str(seeds), "--candidates", str(candidates),
            "--shard-size", str(max(1, seeds // 2)), "--judge-mode", form, "--no-cache",
