@@ -213,8 +213,8 @@ class LLMClient:
         prefix_break: tuple[int, int] | None = None,
     ) -> ChatResult:
         """`prefix_break` = (message, char): where the chat's head shared with other calls ends,
-        told to the embedded server only (its `prefix_break`); the answer and its cache key are
-        the same without it."""
+        told to the embedded server only (its `prefix_break`). The cache key leaves it out: the
+        answers with and without it differ by llama.cpp's batch-shape noise only."""
         kwargs: dict = {"model": self.settings.model, "messages": messages,
                         "temperature": temperature, "max_tokens": max_tokens}
         if seed is not None:

@@ -167,7 +167,7 @@ class Engine:
     def _head_tokens(self, req: ChatRequest, prompt: str, tokens: list[int]) -> int | None:
         """The token count of the chat's shareable head (`prefix_break`): the tokens that end at
         or before its character. A break the rendered prompt does not show is ignored: it is a
-        hint for speed, and the scores are the same without it."""
+        hint for speed (without it the scores differ by llama.cpp's batch-shape noise only)."""
         brk = req.prefix_break
         if brk is None or brk.message >= len(req.messages):
             return None
