@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from gecko_factory.judge import (one_pass_prompt, ql_prompt, query_span, shared_prefix_prompts, text_key,
-                                 yes_logprob)
+from gecko_factory.judge import (one_pass_prompt, ql_prompt, query_span, relevance_head, relevance_messages,
+                                 shared_prefix_prompts, text_key, yes_logprob)
 from gecko_factory.testing.scripted_server import prompt_scores
 
 
@@ -25,6 +25,19 @@ def test_one_pass_prompt_extends_the_ql_prompt_whose_text_is_pinned():
     assert one_pass_prompt("PASSAGE", "QUERY") == (
         ql, ql + "Does the passage answer the query? Answer: Yes")
     assert ql[slice(*query_span(ql, "QUERY"))] == "QUERY\n"
+
+
+def test_the_rc_head_is_the_chat_before_the_passage_line_and_the_same_for_every_passage():
+    """What a seed's N RC chats share (the embedded server computes it once): the system message
+    and the user message up to the line that holds the passage."""
+    message, char = relevance_head("QUERY")
+    heads = set()
+    for passage in ("PASSAGE", "Another passage.\nWith two lines."):
+        chat = relevance_messages("QUERY", passage)
+        assert message == 1 and chat[1]["content"][char:].startswith(f"Passage: {passage}")
+        heads.add((chat[0]["content"], chat[1]["content"][:char]))
+    assert heads == {(relevance_messages("QUERY", "x")[0]["content"], "Query: QUERY\n")}
+    assert relevance_head("a longer query") != (message, char)  # the query is part of the head
 
 
 def test_shared_prefix_prompts_begin_with_the_same_passage_line_and_rc_asks_without_a_claim():
