@@ -90,10 +90,8 @@ class LLMClient:
         self.usage = Usage()
         self.json_schema_supported = True
         self.prompt_lists_supported = True  # several prompts in one completions request
-        hint = settings.prompt_logprobs_from
-        self.prompt_logprobs_from = (not settings.base_url) if hint is None else hint
-        hint = settings.prefix_break
-        self.prefix_break = (not settings.base_url) if hint is None else hint
+        self.prompt_logprobs_from = settings.sends_extension(settings.prompt_logprobs_from)
+        self.prefix_break = settings.sends_extension(settings.prefix_break)
         self._max_retries = settings.max_retries if max_retries is None else max_retries
         key = settings.api_key.get_secret_value() if settings.api_key else None
         # settings.concurrency is per endpoint: each replica gets as many calls as one alone would

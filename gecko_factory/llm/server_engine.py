@@ -174,8 +174,7 @@ class Engine:
         start = message_offset(prompt, req.messages, brk.message)
         if start is None or brk.char > len(req.messages[brk.message]["content"]):
             return None
-        head = self._first_token_ending_after(tokens, start + brk.char)
-        return head if 0 < head < len(tokens) else None
+        return self._first_token_ending_after(tokens, start + brk.char)  # the evaluator checks it
 
     def _check_room(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + max_tokens > self.n_ctx:

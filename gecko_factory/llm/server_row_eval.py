@@ -95,10 +95,12 @@ class RowEvaluator:
         (row i predicts tokens[i + 1]); earlier rows are not computed and may be stale.
         `break_at`: where the prompt's shareable head ends (module docstring)."""
         llm = self.llm
-        ends = batch_ends(len(tokens), self.chunk or llm.n_batch, break_at if self.chunk > 0 else None)
+        if self.chunk == 0 or not break_at or not 0 < break_at < len(tokens):
+            break_at = None  # no prefix cache, or no head to keep
+        ends = batch_ends(len(tokens), self.chunk or llm.n_batch, break_at)
         keep = self._live_reuse(tokens, ends, rows_from) if self.chunk > 0 else 0
         head = None
-        if self.chunk > 0 and break_at in ends and 0 < break_at < len(tokens):
+        if break_at is not None:
             head = tuple(tokens[:break_at])
             state = self.heads.get(head) if keep < break_at <= rows_from else None
             if state is not None:

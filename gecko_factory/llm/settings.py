@@ -87,6 +87,11 @@ class LLMSettings(BaseSettings):
 
         return ",".join(split_base_urls(value))  # a clear error now, not at the first call
 
+    def sends_extension(self, hint: bool | None) -> bool:
+        """Whether the client sends one of the embedded server's extensions (`prompt_logprobs_from`,
+        `prefix_break`): as the user set it, else only to the embedded server (no base URL)."""
+        return not self.base_url if hint is None else hint
+
     def endpoints(self) -> list[str]:
         """The configured base URLs (empty: the embedded server)."""
         from gecko_factory.llm.endpoints import split_base_urls
