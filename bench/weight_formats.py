@@ -9,7 +9,7 @@ the embedded server's own scoring path (server_engine.Engine: QL as prompt log-p
 with top log-probs), and reports the scoring context's speed against the source file's, the
 scores' deviation from the source file's, and how often a query's candidates keep their order.
 
-    python bench/weight_formats.py [--formats bf16,q4_0,q8_0] [--queries 10] [--json out.json]
+    python bench/weight_formats.py [--formats bf16,q4_0,q8_0,q4_k_s,q4_k_pure] [--queries 10] [--json out.json]
 
 Pairs: each of `--queries` sample paragraphs (the `make run` corpus) gets the question "What is
 <its title>?" and is scored against itself and 3 other paragraphs. Not in `make bench` (about
@@ -30,8 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BenchResult, machine, write_result
 
-# llama.h's llama_ftype values for the formats tried (LLAMA_FTYPE_MOSTLY_*)
-FTYPES = {"q4_0": 2, "q8_0": 7, "f16": 1, "bf16": 32}
+# llama.h's llama_ftype values for the formats tried (LLAMA_FTYPE_MOSTLY_*). "q4_k_pure" is Q4_K
+# for every tensor (llama-quantize --pure): Q4_K_M keeps ffn_down and attn_v of half the layers
+# in Q6_K, which ggml's CPU backend cannot repack into its 8x8 GEMM layout ("cannot be used with
+# preferred buffer type CPU_REPACK" at load), so those matmuls take the plain dot-product path.
+FTYPES = {"q4_0": 2, "q8_0": 7, "f16": 1, "bf16": 32, "q4_k_s": 14, "q4_k_pure": 15}
+PURE = {"q4_k_pure"}
 OTHERS_PER_QUERY = 3
 
 
@@ -41,6 +45,7 @@ def derive(source: Path, fmt: str, folder: Path) -> Path:
     dest = folder / f"{source.stem}.{fmt}.gguf"
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread, params.ftype, params.allow_requantize = 2, FTYPES[fmt], True
+    params.pure = fmt in PURE
     if llama_cpp.llama_model_quantize(str(source).encode(), str(dest).encode(), ctypes.byref(params)):
         raise RuntimeError(f"llama_model_quantize failed for {fmt}")
     return dest
