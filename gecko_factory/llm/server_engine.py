@@ -360,6 +360,7 @@ class Engine:
             stats.prompt_tokens += len(tokens)
             rows = self.rows.eval(tokens, len(tokens) - 1, break_at=head)
             stats.computed_tokens += self.rows.last_computed
+            stats.heads_restored += self.rows.last_restored
             gen, gen_lp, gen_top, finish = self._sample_loop(
                 rows[-1].copy(), max_tokens, req.temperature, req.top_p, _seed(req.seed), k, stops)
             stats.generated_tokens += len(gen)

@@ -84,6 +84,7 @@ class RowEvaluator:
         self.live_ends: list[int] = []  # the live prompt's batch ends
         self.has_row = np.zeros(llm.n_ctx(), dtype=bool)
         self.last_computed = 0  # tokens the last `eval` computed (the rest came from a cache)
+        self.last_restored = False  # whether the last `eval` began from a stored head
         self.heads = HeadStore()
 
     def forget(self) -> None:
@@ -105,6 +106,7 @@ class RowEvaluator:
             state = self.heads.get(head) if keep < break_at <= rows_from else None
             if state is not None:
                 keep = self._restore(head, state)
+        self.last_restored = head is not None and keep == len(head)
         llm.n_tokens = keep
         self.has_row[keep:] = False
         self.last_computed = len(tokens) - keep

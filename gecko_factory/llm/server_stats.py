@@ -1,7 +1,8 @@
 """The embedded server's own profile: what each llama context did (`GET /stats`).
 
-Calls, prompt tokens sent and actually computed (the rest came from the prefix cache), tokens
-generated, seconds computing and seconds waiting for the context's lock. bench/embedded.py reads
+Calls, prompt tokens sent and actually computed (the rest came from the prefix cache or the head
+store), prompts that began from a stored head, tokens generated, seconds computing and seconds
+waiting for the context's lock. bench/embedded.py reads
 it to set the factory's token rates against the model's own.
 """
 
@@ -19,6 +20,7 @@ class ContextStats:
         # grammar-constrained tokens, and those of them the grammar refused on the first draw
         # (grammar_last.py: each costs a second, full-vocabulary draw)
         self.constrained_tokens = self.grammar_resampled = 0
+        self.heads_restored = 0  # prompts that began from the head store (server_row_eval.HeadStore)
         self.busy_s = self.wait_s = 0.0
         self.first_start: float | None = None  # time.time() when its first call arrived
         self.last_end: float | None = None  # ... and when its last one finished
@@ -27,7 +29,7 @@ class ContextStats:
         return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
                 "computed_tokens": self.computed_tokens, "generated_tokens": self.generated_tokens,
                 "constrained_tokens": self.constrained_tokens,
-                "grammar_resampled": self.grammar_resampled,
+                "grammar_resampled": self.grammar_resampled, "heads_restored": self.heads_restored,
                 "busy_s": round(self.busy_s, 3), "wait_s": round(self.wait_s, 3),
                 "first_start": self.first_start, "last_end": self.last_end}
 

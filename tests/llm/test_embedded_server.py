@@ -256,11 +256,11 @@ def test_rc_chats_of_one_query_compute_their_head_once_and_score_as_when_compute
     query = "who designed the tower on the champ de mars"  # no other test's head
     stats_url = server.base_url.removesuffix("/v1") + "/stats"
 
-    def score_stats() -> tuple[int, int]:
+    def score_stats() -> tuple[int, int, int]:
         s = httpx.get(stats_url).json()[server.model_name]["score"]
-        return s["prompt_tokens"], s["computed_tokens"]
+        return s["prompt_tokens"], s["computed_tokens"], s["heads_restored"]
 
-    async def go(hint: bool) -> tuple[list[float], list[tuple[int, int]]]:
+    async def go(hint: bool) -> tuple[list[float], list[tuple[int, int, int]]]:
         client = LLMClient(LLMSettings(_env_file=None, model=server.model_name, prefix_break=hint),
                            server.base_url)
         rcs, costs = [], []
@@ -269,20 +269,21 @@ def test_rc_chats_of_one_query_compute_their_head_once_and_score_as_when_compute
                 before = score_stats()
                 rcs.append(await _relevance(client, query, passage))
                 after = score_stats()
-                costs.append((after[0] - before[0], after[1] - before[1]))
+                costs.append(tuple(a - b for a, b in zip(after, before)))
                 await _query_likelihood(client, query, EIFFEL)  # another prompt in between
         finally:
             await client.aclose()
         return rcs, costs
 
     rcs, costs = asyncio.run(go(True))
-    (sent0, computed0), (sent1, computed1), (sent2, computed2) = costs
+    (sent0, computed0, _), (sent1, computed1, _), (sent2, computed2, _) = costs
     assert computed0 == sent0  # the head's first use computes it
     head = sent0 - computed2
     assert head >= 20 and computed1 == sent1 - head  # later chats restore it
+    assert [restored for *_, restored in costs] == [0, 1, 1]  # and /stats counts them
     assert rcs[2] == rcs[0]  # restored or computed: the same answer, bit for bit
     plain, plain_costs = asyncio.run(go(False))  # not told: every chat computes all of it
-    assert all(sent == computed for sent, computed in plain_costs)
+    assert all(sent == computed and not restored for sent, computed, restored in plain_costs)
     # one batch instead of two: llama.cpp's batch-shape noise (0.03 nats seen with the 0.5B);
     # a head restored into the wrong place would be off by nats
     assert plain == pytest.approx(rcs, abs=0.1)
