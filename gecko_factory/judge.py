@@ -21,6 +21,7 @@ fusion.py's (a pure function of these scores, so an audit can replay every fusio
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -105,11 +106,18 @@ async def _one_pass(client: LLMClient, query: str, passage: str) -> tuple[float,
     return ql, rc
 
 
+def shared_head(ql_text: str, rc_text: str) -> int:
+    """Where the shared-prefix form's two prompts stop sharing whole lines: after the passage line
+    (the embedded server's `prefix_break`, so the RC prompt reuses all of the passage's KV)."""
+    return os.path.commonprefix([ql_text, rc_text]).rfind("\n") + 1
+
+
 async def _shared_prefix(client: LLMClient, query: str, passage: str) -> tuple[float, float]:
     ql_text, rc_text = shared_prefix_prompts(passage, query)
     span = query_span(ql_text, query)
     answer = len(rc_text) - len("Yes")
-    ql, rc = await client.prompt_logprobs_many([ql_text, rc_text], [span[0], answer])
+    head = shared_head(ql_text, rc_text)
+    ql, rc = await client.prompt_logprobs_many([ql_text, rc_text], [span[0], answer], [head, head])
     return ql.span(*span), rc.span(answer, len(rc_text))
 
 

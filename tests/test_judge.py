@@ -3,7 +3,7 @@ import math
 import pytest
 
 from gecko_factory.judge import (one_pass_prompt, ql_prompt, query_span, relevance_head, relevance_messages,
-                                 shared_prefix_prompts, text_key, yes_logprob)
+                                 shared_head, shared_prefix_prompts, text_key, yes_logprob)
 from gecko_factory.testing.scripted_server import prompt_scores
 
 
@@ -47,6 +47,7 @@ def test_shared_prefix_prompts_begin_with_the_same_passage_line_and_rc_asks_with
                   "Does the passage answer the query? Answer Yes or No.\nAnswer: Yes")
     shared = "Passage: PASSAGE\n"
     assert ql.startswith(shared) and rc.startswith(shared)
+    assert shared_head(ql, rc) == len(shared)  # the server's prefix_break: the whole passage line
     assert "this passage answers" not in rc  # one_pass's RC reads that claim before answering
 
 

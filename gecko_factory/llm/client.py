@@ -254,12 +254,15 @@ class LLMClient:
         without log-probs; other servers return them all."""
         return (await self.prompt_logprobs_many([prompt], [from_char]))[0]
 
-    async def prompt_logprobs_many(self, prompts: list[str], from_chars: list[int]) -> list[PromptLogprobs]:
+    async def prompt_logprobs_many(self, prompts: list[str], from_chars: list[int],
+                                   prefix_breaks: list[int] | None = None) -> list[PromptLogprobs]:
         """`prompt_logprobs` of several prompts in ONE completions request (a list `prompt`, as
         OpenAI's API and vLLM take it), so that prompts sharing a prefix compute it once: the
         embedded server evaluates the list under one hold of its prefix cache, vLLM's automatic
         prefix caching sees them together. A server that refuses a list gets them one by one
-        from then on. Each answer is cached under its single prompt's key."""
+        from then on. Each answer is cached under its single prompt's key. `prefix_breaks`: the
+        character where each prompt's shared head ends, told to the embedded server only (its
+        `prefix_break`; the cache key leaves it out, as for chats)."""
         requests = [_echo_request(self.settings.model, p) for p in prompts]
         # the key leaves the hint out: an answer that covers the tokens asked for serves any caller
         keys = [request_key("completions", r) if self.cache is not None else "" for r in requests]
@@ -274,6 +277,8 @@ class LLMClient:
         sent_from = list(from_chars) if self.prompt_logprobs_from else [0] * len(prompts)
         if any(sent_from):
             body["prompt_logprobs_from"] = sent_from[0] if len(prompts) == 1 else sent_from
+        if prefix_breaks is not None and self.prefix_break:
+            body["prefix_break"] = prefix_breaks[0] if len(prompts) == 1 else list(prefix_breaks)
         try:
             answers = await self._call("POST", "/completions", body,
                                        lambda a: _parse_echo_choices(a, len(prompts)))

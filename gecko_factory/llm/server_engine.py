@@ -71,16 +71,23 @@ class CompletionRequest(_Req):
     # tokens that end at or before this character get null log-probs and cost no logits. One
     # per prompt when the prompt is a list.
     prompt_logprobs_from: Char | list[Char] | None = None
+    # Our extension too: the character where a prompt's shareable head ends (the shared-prefix
+    # judge's passage line), one per prompt in a list. The head's batches end there, so the next
+    # prompt of the list reuses all of it, not only its whole 128-token chunks (server_row_eval).
+    prefix_break: Char | list[Char] | None = None
 
-    def prompts(self) -> list[tuple[str, int | None]]:
-        """(prompt, its prompt_logprobs_from) for each prompt, in order."""
+    def prompts(self) -> list[tuple[str, int | None, int | None]]:
+        """(prompt, its prompt_logprobs_from, its prefix_break) for each prompt, in order."""
         prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
-        froms = self.prompt_logprobs_from
-        if not isinstance(froms, list):
-            froms = [froms] * len(prompts)
-        if not prompts or len(froms) != len(prompts):
-            raise BadRequest(f"{len(prompts)} prompts but {len(froms)} prompt_logprobs_from values")
-        return list(zip(prompts, froms))
+        per_prompt = []
+        for name in ("prompt_logprobs_from", "prefix_break"):
+            values = getattr(self, name)
+            if not isinstance(values, list):
+                values = [values] * len(prompts)
+            if not prompts or len(values) != len(prompts):
+                raise BadRequest(f"{len(prompts)} prompts but {len(values)} {name} values")
+            per_prompt.append(values)
+        return list(zip(prompts, *per_prompt))
 
 
 def _log_softmax(row: np.ndarray) -> np.ndarray:
@@ -185,15 +192,16 @@ class Engine:
             )
 
     def complete(self, req: CompletionRequest) -> dict[str, Any]:
-        prompts = [(prompt, self.tokenize(prompt), start) for prompt, start in req.prompts()]
-        for _, tokens, _ in prompts:
+        prompts = [(prompt, self.tokenize(prompt), start, brk) for prompt, start, brk in req.prompts()]
+        for _, tokens, _, _ in prompts:
             if not tokens:
                 raise BadRequest("prompt is empty")
             self._check_room(len(tokens), req.max_tokens)
         choices, n_prompt, n_gen = [], 0, 0
         with timed(self.score_lock, self.stats["score"]) as stats:  # one hold for all: see the request
-            for index, (prompt, tokens, start) in enumerate(prompts):
-                choice, generated = self._complete_one(req, prompt, tokens, start, stats)
+            for index, (prompt, tokens, start, brk) in enumerate(prompts):
+                head = self._first_token_ending_after(tokens, brk) if brk and brk < len(prompt) else None
+                choice, generated = self._complete_one(req, prompt, tokens, start, stats, head)
                 choices.append({"index": index, **choice})
                 n_prompt, n_gen = n_prompt + len(tokens), n_gen + generated
         return {
@@ -204,9 +212,10 @@ class Engine:
         }
 
     def _complete_one(self, req: CompletionRequest, prompt: str, tokens: list[int],
-                      logprobs_from: int | None, stats: ContextStats) -> tuple[dict[str, Any], int]:
+                      logprobs_from: int | None, stats: ContextStats,
+                      head: int | None = None) -> tuple[dict[str, Any], int]:
         """One prompt's choice (without its index) and its generated token count; the caller
-        holds the scoring lock."""
+        holds the scoring lock. `head`: the tokens of its shareable head (`prefix_break`)."""
         stops = _stop_list(req.stop)
         want_lp = req.logprobs is not None
         k = req.logprobs or 0
@@ -215,8 +224,9 @@ class Engine:
         first = 1 if logprobs_from is None else self._first_token_ending_after(tokens, logprobs_from)
         rows_from = max(first - 1, 0) if need_prompt else len(tokens) - 1
         stats.prompt_tokens += len(tokens)
-        rows = self.rows.eval(tokens, rows_from)
+        rows = self.rows.eval(tokens, rows_from, break_at=head)
         stats.computed_tokens += self.rows.last_computed
+        stats.heads_restored += self.rows.last_restored
         # lse[i] normalises row i, which predicts tokens[i + 1]; NaN where no row was asked
         # for. The rows are read in place: generation below only writes rows past the prompt,
         # and everything that reads them runs before the lock is released.

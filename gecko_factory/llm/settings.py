@@ -58,8 +58,9 @@ class LLMSettings(BaseSettings):
         "field. Unset: on for the embedded server, off for configured endpoints")
     prefix_break: bool | None = Field(
         default=None, description="GECKO_LLM_PREFIX_BREAK: send the embedded server's `prefix_break` "
-        "extension with RC chats (where their shared instruction + query ends), so that it computes "
-        "that head once for a seed's candidates; other servers may refuse an unknown field. Unset: on "
+        "extension with RC chats (where their shared instruction + query ends) and with the "
+        "shared-prefix judge's prompt pairs (where their passage line ends), so that it computes "
+        "each head once; other servers may refuse an unknown field. Unset: on "
         "for the embedded server, off for configured endpoints")
     timeout_s: float = Field(default=300.0, gt=0, description="per-request timeout")
     max_retries: int = Field(default=5, ge=0, description="retries of transient failures")

@@ -232,12 +232,49 @@ def test_a_list_of_prompts_computes_their_shared_passage_once_and_scores_each_as
         assert choice.logprobs.token_logprobs == alone.token_logprobs
 
 
+def test_a_break_after_the_passage_line_lets_the_second_prompt_reuse_all_of_it(client, server):
+    """With `prefix_break` at the end of the shared passage line (judge.shared_head), the head's
+    batches end there: the RC prompt computes only what follows the passage, whatever its length
+    against the 128-token chunks, and each prompt scores bit for bit as when it is sent alone
+    with the same break (the same batches)."""
+    import httpx
+
+    from gecko_factory.judge import query_span, shared_head, shared_prefix_prompts
+
+    ql, rc = shared_prefix_prompts(" ".join([EIFFEL, UNRELATED]), QUERY)  # under one chunk
+    starts, head = [query_span(ql, QUERY)[0], len(rc) - len("Yes")], shared_head(ql, rc)
+    url = server.base_url.removesuffix("/v1") + "/stats"
+
+    def score(prompt, start, brk):
+        before = httpx.get(url).json()[server.model_name]["score"]
+        got = client.completions.create(model=server.model_name, prompt=prompt, max_tokens=0,
+                                        echo=True, logprobs=0,
+                                        extra_body={"prompt_logprobs_from": start, "prefix_break": brk})
+        after = httpx.get(url).json()[server.model_name]["score"]
+        return got, after["computed_tokens"] - before["computed_tokens"]
+
+    score(UNRELATED, None, None)  # nothing of the passage in the live context
+    both, computed = score([ql, rc], starts, [head, head])
+    n_ql, n_rc = (len(c.logprobs.tokens) for c in both.choices)
+    n_head = sum(1 for off in both.choices[0].logprobs.text_offset if off < head)
+    assert n_head > 60 and computed == n_ql + n_rc - n_head  # the RC prompt computed no passage token
+    for choice, prompt, start in zip(both.choices, [ql, rc], starts):
+        score(UNRELATED, None, None)
+        alone = score(prompt, start, head)[0].choices[0].logprobs
+        assert choice.logprobs.tokens == alone.tokens
+        assert choice.logprobs.token_logprobs == alone.token_logprobs
+
+
 def test_a_list_needs_one_logprobs_start_per_prompt(client, server):
     import openai
 
     with pytest.raises(openai.BadRequestError, match="prompt_logprobs_from"):
         client.completions.create(model=server.model_name, prompt=["a b", "c d"], max_tokens=0,
                                   echo=True, logprobs=0, extra_body={"prompt_logprobs_from": [1]})
+    with pytest.raises(openai.BadRequestError, match="prefix_break"):
+        client.completions.create(model=server.model_name, prompt=["a b", "c d"], max_tokens=0,
+                                  echo=True, logprobs=0,
+                                  extra_body={"prompt_logprobs_from": [1, 1], "prefix_break": [1]})
 
 
 def test_rc_chats_of_one_query_compute_their_head_once_and_score_as_when_computed(server):
