@@ -183,6 +183,17 @@ class Engine:
             return None
         return self._first_token_ending_after(tokens, start + brk.char)  # the evaluator checks it
 
+    def _eval_counted(self, tokens: list[int], rows_from: int, head: int | None,
+                      stats: ContextStats) -> np.ndarray:
+        """The scoring context's rows of `tokens` (RowEvaluator.eval), with what the evaluation
+        sent, computed and restored counted in one place for every scoring path (`GET /stats`).
+        The caller holds the scoring lock."""
+        stats.prompt_tokens += len(tokens)
+        rows = self.rows.eval(tokens, rows_from, break_at=head)
+        stats.computed_tokens += self.rows.last_computed
+        stats.heads_restored += self.rows.last_restored
+        return rows
+
     def _check_room(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + max_tokens > self.n_ctx:
             raise BadRequest(
@@ -223,10 +234,7 @@ class Engine:
         # row i predicts tokens[i + 1]: the first scored token's row is the one before it
         first = 1 if logprobs_from is None else self._first_token_ending_after(tokens, logprobs_from)
         rows_from = max(first - 1, 0) if need_prompt else len(tokens) - 1
-        stats.prompt_tokens += len(tokens)
-        rows = self.rows.eval(tokens, rows_from, break_at=head)
-        stats.computed_tokens += self.rows.last_computed
-        stats.heads_restored += self.rows.last_restored
+        rows = self._eval_counted(tokens, rows_from, head, stats)
         # lse[i] normalises row i, which predicts tokens[i + 1]; NaN where no row was asked
         # for. The rows are read in place: generation below only writes rows past the prompt,
         # and everything that reads them runs before the lock is released.
@@ -367,10 +375,7 @@ class Engine:
         k = req.top_logprobs or 0
         head = self._head_tokens(req, rendered.prompt, tokens)
         with timed(self.score_lock, self.stats["score"]) as stats:
-            stats.prompt_tokens += len(tokens)
-            rows = self.rows.eval(tokens, len(tokens) - 1, break_at=head)
-            stats.computed_tokens += self.rows.last_computed
-            stats.heads_restored += self.rows.last_restored
+            rows = self._eval_counted(tokens, len(tokens) - 1, head, stats)
             gen, gen_lp, gen_top, finish = self._sample_loop(
                 rows[-1].copy(), max_tokens, req.temperature, req.top_p, _seed(req.seed), k, stops)
             stats.generated_tokens += len(gen)
